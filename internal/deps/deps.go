@@ -1,0 +1,18 @@
+//go:build tools
+
+// Package deps pins the modules that packages under construction will use,
+// so that go.mod and go.sum are complete while several packages are written
+// in parallel. It is removed once every module is imported by real code.
+package deps
+
+import (
+	_ "github.com/containerd/cgroups/v3"
+	_ "github.com/containerd/cgroups/v3/cgroup1"
+	_ "github.com/containerd/cgroups/v3/cgroup2"
+	_ "github.com/google/go-containerregistry/pkg/v1/layout"
+	_ "github.com/google/go-containerregistry/pkg/v1/tarball"
+	_ "github.com/google/go-containerregistry/pkg/v1/mutate"
+	_ "github.com/opencontainers/image-spec/specs-go/v1"
+	_ "github.com/opencontainers/runtime-spec/specs-go"
+	_ "golang.org/x/sys/unix"
+)
