@@ -84,9 +84,10 @@ func (r *Runtime) start(c *ctr) (err error) {
 		return err
 	}
 	cmd := &exec.Cmd{
-		Path:       r.opts.InitPath,
-		Args:       []string{"shoal-init", c.dir},
-		Env:        []string{},
+		Path: r.opts.InitPath,
+		Args: []string{"shoal-init", c.dir},
+		// One P is plenty for an init and keeps its threads and memory down.
+		Env:        []string{"GOMAXPROCS=1"},
 		Stdout:     initLog,
 		Stderr:     initLog,
 		ExtraFiles: []*os.File{child},

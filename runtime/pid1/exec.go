@@ -3,7 +3,6 @@ package pid1
 import (
 	"encoding/json"
 	"fmt"
-	"net"
 	"os"
 	"syscall"
 	"time"
@@ -13,26 +12,38 @@ import (
 	"github.com/shoal-dev/shoal/runtime/spec"
 )
 
-func listenUnix(path string) (*net.UnixListener, error) {
+// listenUnix binds the exec socket with plain system calls: the net
+// package would add a few hundred KiB to every container's init.
+func listenUnix(path string) (int, error) {
 	_ = os.Remove(path)
-	ln, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: path, Net: "unixpacket"})
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
-		return nil, err
+		return -1, err
 	}
-	ln.SetUnlinkOnClose(false)
+	if err := unix.Bind(fd, &unix.SockaddrUnix{Name: path}); err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
 	if err := os.Chmod(path, 0o600); err != nil {
-		ln.Close()
-		return nil, err
+		unix.Close(fd)
+		return -1, err
 	}
-	return ln, nil
+	if err := unix.Listen(fd, 16); err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	return fd, nil
 }
 
 // serveExec runs exec requests. The init already lives in every namespace
 // of the container and holds its reduced privileges, so a process it forks
 // is exactly as confined as the command; no setns dance is needed.
-func (p *initProc) serveExec(ln *net.UnixListener, env []string, cwd string) {
+func (p *initProc) serveExec(ln int, env []string, cwd string) {
 	for {
-		c, err := ln.AcceptUnix()
+		c, _, err := unix.Accept4(ln, unix.SOCK_CLOEXEC)
+		if err == unix.EINTR || err == unix.ECONNABORTED {
+			continue
+		}
 		if err != nil {
 			return
 		}
@@ -40,22 +51,20 @@ func (p *initProc) serveExec(ln *net.UnixListener, env []string, cwd string) {
 	}
 }
 
-func sendReply(c *net.UnixConn, r spec.ExecReply, fd int) error {
+func sendReply(c int, r spec.ExecReply, fd int) error {
 	b, _ := json.Marshal(r)
-	b = append(b, '\n')
 	var oob []byte
 	if fd >= 0 {
 		oob = unix.UnixRights(fd)
 	}
-	_, _, err := c.WriteMsgUnix(b, oob, nil)
-	return err
+	return unix.Sendmsg(c, b, oob, nil, 0)
 }
 
-func (p *initProc) handleExec(c *net.UnixConn, baseEnv []string, baseCwd string) {
-	defer c.Close()
+func (p *initProc) handleExec(c int, baseEnv []string, baseCwd string) {
+	defer unix.Close(c)
 	buf := make([]byte, 1<<16)
 	oob := make([]byte, unix.CmsgSpace(3*4))
-	n, oobn, _, _, err := c.ReadMsgUnix(buf, oob)
+	n, oobn, _, _, err := unix.Recvmsg(c, buf, oob, unix.MSG_CMSG_CLOEXEC)
 	if err != nil {
 		return
 	}

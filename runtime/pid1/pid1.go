@@ -17,7 +17,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	goruntime "runtime"
@@ -100,7 +99,7 @@ func run(bundle string, syncFile *os.File) (int, error) {
 
 	// The exec socket is bound on the host side before pivot_root; the
 	// listening descriptor keeps working inside.
-	var ln *net.UnixListener
+	ln := -1
 	if cfg.ExecSocket != "" {
 		if ln, err = listenUnix(cfg.ExecSocket); err != nil {
 			return 0, fmt.Errorf("exec socket: %w", err)
@@ -198,12 +197,13 @@ func run(bundle string, syncFile *os.File) (int, error) {
 	reply(syncFile, spec.StartReply{Pid: pid})
 	syncFile.Close()
 
-	if ln != nil {
+	if ln >= 0 {
 		// Exec sessions start from the configured environment, so that
 		// HOME follows the exec's own user.
 		go p.serveExec(ln, cfg.Env, cwd)
 	}
 
+	trimResident()
 	status := p.loop(sigs)
 
 	// The command is gone. Whatever it left running (daemons it spawned,
