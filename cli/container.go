@@ -15,7 +15,7 @@ import (
 )
 
 func (a *App) newContainerCommand() *cobra.Command {
-	return newGroup("container", "Manage containers on this node (not implemented by this manager yet)",
+	return newGroup("container", "Manage containers on this node",
 		a.newContainerListCommand(),
 		a.newContainerLogsCommand(),
 		a.newContainerExecCommand(),
@@ -102,7 +102,7 @@ func (a *App) newContainerListCommand() *cobra.Command {
 		Use:     "ls [OPTIONS]",
 		Aliases: []string{"ps", "list"},
 		Short:   "List containers on this node",
-		Long:    "List containers on this node." + notImplementedNote,
+		Long:    "List containers on this node.",
 		Args:    noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cs, err := a.Node.ContainerList(cmd.Context(), all)
@@ -137,7 +137,7 @@ func (a *App) newContainerLogsCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "logs [OPTIONS] CONTAINER",
 		Short: "Fetch the logs of a container",
-		Long:  "Fetch the logs of a container on this node." + notImplementedNote,
+		Long:  "Fetch the logs of a container on this node.",
 		Args:  exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			n, err := parseTail(tail)
@@ -164,7 +164,7 @@ func (a *App) newContainerExecCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "exec [OPTIONS] CONTAINER COMMAND [ARG...]",
 		Short: "Execute a command in a running container",
-		Long:  "Execute a command in a running container on this node." + notImplementedNote,
+		Long:  "Execute a command in a running container on this node.",
 		Args:  requiresMinArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.Cmd = args[1:]
@@ -210,7 +210,7 @@ func (a *App) newContainerInspectCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "inspect [OPTIONS] CONTAINER [CONTAINER...]",
 		Short: "Display detailed information on one or more containers",
-		Long:  "Display detailed information on one or more containers on this node." + notImplementedNote,
+		Long:  "Display detailed information on one or more containers on this node.",
 		Args:  requiresMinArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var (
@@ -269,7 +269,7 @@ func (a *App) newContainerTopCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "top CONTAINER [ps OPTIONS]",
 		Short: "Display the running processes of a container",
-		Long:  "Display the running processes of a container on this node." + notImplementedNote,
+		Long:  "Display the running processes of a container on this node.",
 		Args:  requiresMinArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			titles, procs, err := a.Node.ContainerTop(cmd.Context(), args[0], args[1:])

@@ -14,7 +14,7 @@ import (
 )
 
 func (a *App) newImageCommand() *cobra.Command {
-	return newGroup("image", "Manage images on this node (not implemented by this manager yet)",
+	return newGroup("image", "Manage images on this node",
 		a.newImageListCommand(),
 		a.newImageImportCommand(),
 		a.newImageLoadCommand(),
@@ -94,7 +94,7 @@ func (a *App) newImageListCommand() *cobra.Command {
 		Use:     "ls [OPTIONS]",
 		Aliases: []string{"list"},
 		Short:   "List images on this node",
-		Long:    "List images on this node." + notImplementedNote,
+		Long:    "List images on this node.",
 		Args:    noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			images, err := a.Node.ImageList(cmd.Context(), all)
@@ -155,7 +155,7 @@ func (a *App) newImageImportCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "import [OPTIONS] file|- [REPOSITORY[:TAG]]",
 		Short: "Import the contents from a tarball to create a filesystem image",
-		Long:  "Import the contents from a tarball to create a filesystem image." + notImplementedNote,
+		Long:  "Import the contents from a tarball to create a filesystem image.",
 		Args:  rangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			src := args[0]
@@ -196,7 +196,7 @@ func (a *App) newImageLoadCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "load [OPTIONS]",
 		Short: "Load an image from a tar archive or STDIN",
-		Long:  "Load an image from a `docker save` or OCI tar archive, or STDIN." + notImplementedNote,
+		Long:  "Load an image from a `docker save` or OCI tar archive, or STDIN.",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var r io.Reader = a.Stdin
@@ -249,7 +249,7 @@ func (a *App) newImageRemoveCommand() *cobra.Command {
 		Use:     "rm [OPTIONS] IMAGE [IMAGE...]",
 		Aliases: []string{"remove", "rmi"},
 		Short:   "Remove one or more images",
-		Long:    "Remove one or more images from this node." + notImplementedNote,
+		Long:    "Remove one or more images from this node.",
 		Args:    requiresMinArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var errs []error
@@ -277,7 +277,7 @@ func (a *App) newImagePruneCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "prune [OPTIONS]",
 		Short: "Remove unused images",
-		Long:  "Remove unused images from this node." + notImplementedNote,
+		Long:  "Remove unused images from this node.",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			warning := "WARNING! This will remove all dangling images."

@@ -11,15 +11,9 @@ import (
 // a manager serves a node-local API.
 var ErrNotImplemented = errors.New("not implemented by this manager yet")
 
-// notImplementedNote ends the help of commands that need the node-local API.
-const notImplementedNote = "\n\nNot implemented by this manager yet: the control API has no node-local\n" +
-	"image or container calls. The command parses its flags and formats its\n" +
-	"output already, and fails with \"not implemented by this manager yet\"."
-
 // NodeAPI is what the `image` and `container` commands need from one node:
-// its image store and its containers. The control API has no such calls
-// yet (see the list in the package's report to the lead); the default,
-// UnimplementedNodeAPI, fails every call, and tests supply a fake.
+// its image store and its containers. NodeClient serves it over the node
+// API (proto/node/v1) of the manager the CLI talks to; tests supply a fake.
 type NodeAPI interface {
 	ImageList(ctx context.Context, all bool) ([]ImageSummary, error)
 	// ImageImport makes an image from a rootfs tarball; returns its id.

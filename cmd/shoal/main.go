@@ -1,5 +1,6 @@
 // Command shoal is the shoal CLI. All commands live in package cli; this
-// file only wires the process (signals, exit code) and the compose loader.
+// file only wires the process (signals, exit code), the compose loader and the
+// node API client.
 package main
 
 import (
@@ -15,6 +16,7 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	app := cli.NewApp()
 	app.LoadStack = loadStack
+	app.Node = app.NodeClient()
 	code := app.Run(ctx, os.Args[1:])
 	stop()
 	os.Exit(code)

@@ -1,0 +1,44 @@
+// Command shoal-manager is a shoal manager: Raft member, control API,
+// dispatcher, controllers and an embedded agent. `shoal swarm init` starts
+// it; after a crash or reboot, start it again with the same --data-dir.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/shoal-dev/shoal/manager"
+)
+
+func main() {
+	var cfg manager.Config
+	var level string
+	flag.StringVar(&cfg.DataDir, "data-dir", "/var/lib/shoal", "state directory (raft log, images, containers, volumes)")
+	flag.StringVar(&cfg.RunDir, "run-dir", "/run/shoal", "directory of the control socket and the containers' exec sockets")
+	flag.StringVar(&cfg.ListenAddr, "listen-addr", "0.0.0.0:2377", "address the dispatcher listens on (host:port)")
+	flag.StringVar(&cfg.AdvertiseAddr, "advertise-addr", "", "address other nodes reach this one at (host:port; default: the first non-loopback address)")
+	flag.StringVar(&cfg.RaftAddr, "raft-addr", "", "address Raft listens on (default: the listen host, port 2378)")
+	flag.BoolVar(&cfg.Init, "init", false, "create a new swarm with this node as its first manager")
+	flag.StringVar(&cfg.InitPath, "init-path", "", "shoal-init binary (default: beside this program)")
+	flag.StringVar(&cfg.CgroupParent, "cgroup-parent", "shoal", "cgroup under which containers are placed")
+	flag.StringVar(&level, "log-level", "info", "debug, info, warn or error")
+	flag.Parse()
+
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		fmt.Fprintf(os.Stderr, "shoal-manager: --log-level %q: expected debug, info, warn or error\n", level)
+		os.Exit(2)
+	}
+	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lv}))
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := manager.Run(ctx, cfg); err != nil {
+		fmt.Fprintln(os.Stderr, "shoal-manager:", err)
+		os.Exit(1)
+	}
+}

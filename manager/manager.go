@@ -1,0 +1,467 @@
+// Package manager is the shoal-manager process: a Raft member holding the
+// store, the control API on a root-only unix socket, the dispatcher for
+// agents, the leader-only controllers, and an embedded agent so that a
+// manager also runs tasks (unless drained).
+package manager
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	goruntime "runtime"
+	"strconv"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/test/bufconn"
+
+	"github.com/shoal-dev/shoal/agent"
+	agentexec "github.com/shoal-dev/shoal/agent/exec"
+	"github.com/shoal-dev/shoal/internal/identity"
+	"github.com/shoal-dev/shoal/manager/controlapi"
+	"github.com/shoal-dev/shoal/manager/dispatcher"
+	"github.com/shoal-dev/shoal/manager/nodeapi"
+	"github.com/shoal-dev/shoal/manager/orchestrator"
+	"github.com/shoal-dev/shoal/manager/raftnode"
+	"github.com/shoal-dev/shoal/manager/store"
+	controlv1 "github.com/shoal-dev/shoal/proto/control/v1"
+	dispatcherv1 "github.com/shoal-dev/shoal/proto/dispatcher/v1"
+	nodev1 "github.com/shoal-dev/shoal/proto/node/v1"
+	typesv1 "github.com/shoal-dev/shoal/proto/types/v1"
+	"github.com/shoal-dev/shoal/runtime"
+	"github.com/shoal-dev/shoal/runtime/cgroups"
+)
+
+// Version is reported by Info and `shoal version`.
+const Version = "0.1.0-dev"
+
+// Config configures a manager. Every path and port is a flag of
+// shoal-manager with these defaults, so several nodes can share a machine.
+type Config struct {
+	DataDir       string // default /var/lib/shoal
+	RunDir        string // default /run/shoal
+	ListenAddr    string // dispatcher, default 0.0.0.0:2377
+	AdvertiseAddr string // default: the listen address, or the host's first address
+	RaftAddr      string // default: the listen host, port 2378
+	// Init creates a new swarm; without it the manager resumes the one in
+	// DataDir (after a crash or reboot).
+	Init         bool
+	InitPath     string // shoal-init; default beside the executable
+	CgroupParent string // default "shoal"
+	Logger       *slog.Logger
+}
+
+// ErrAlreadyInSwarm is returned by an Init on a data dir that has a swarm.
+var ErrAlreadyInSwarm = errors.New(`this node is already part of a swarm. Use "shoal swarm leave" to leave this swarm and join another one`)
+
+// ErrNotInSwarm is returned when resuming a data dir with no swarm.
+var ErrNotInSwarm = errors.New("this node is not part of a swarm: run `shoal swarm init` (or `shoal swarm join`)")
+
+type nodeState struct {
+	NodeID    string `json:"node_id"`
+	ClusterID string `json:"cluster_id"`
+}
+
+// Manager is a running shoal-manager.
+type Manager struct {
+	cfg   Config
+	log   *slog.Logger
+	state nodeState
+	store *store.Store
+	raft  *raftnode.Node
+	rt    *runtime.Runtime
+
+	leaveOnce sync.Once
+	left      chan bool // force flag, when Leave was asked
+}
+
+func (c *Config) defaults() error {
+	if c.DataDir == "" {
+		c.DataDir = "/var/lib/shoal"
+	}
+	if c.RunDir == "" {
+		c.RunDir = "/run/shoal"
+	}
+	if c.ListenAddr == "" {
+		c.ListenAddr = "0.0.0.0:2377"
+	}
+	host, port, err := net.SplitHostPort(c.ListenAddr)
+	if err != nil {
+		return fmt.Errorf("--listen-addr %q: %v (expected host:port)", c.ListenAddr, err)
+	}
+	if c.RaftAddr == "" {
+		p, _ := strconv.Atoi(port)
+		c.RaftAddr = net.JoinHostPort(host, strconv.Itoa(p+1))
+	}
+	if c.AdvertiseAddr == "" {
+		h := host
+		if h == "" || h == "0.0.0.0" || h == "::" {
+			h = firstAddr()
+		}
+		c.AdvertiseAddr = net.JoinHostPort(h, port)
+	}
+	if c.CgroupParent == "" {
+		c.CgroupParent = "shoal"
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return nil
+}
+
+// firstAddr is the first non-loopback IPv4 address of the host.
+func firstAddr() string {
+	addrs, _ := net.InterfaceAddrs()
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok && !n.IP.IsLoopback() && n.IP.To4() != nil {
+			return n.IP.String()
+		}
+	}
+	return "127.0.0.1"
+}
+
+func (m *Manager) statePath() string { return filepath.Join(m.cfg.DataDir, "node.json") }
+
+// Run runs the manager until ctx ends or the node leaves the swarm.
+func Run(ctx context.Context, cfg Config) error {
+	if err := cfg.defaults(); err != nil {
+		return err
+	}
+	m := &Manager{cfg: cfg, log: cfg.Logger.With("component", "manager"), left: make(chan bool, 1)}
+	return m.run(ctx)
+}
+
+func (m *Manager) run(ctx context.Context) error {
+	cfg := m.cfg
+	fresh := false
+	b, err := os.ReadFile(m.statePath())
+	switch {
+	case err == nil:
+		if cfg.Init {
+			return ErrAlreadyInSwarm
+		}
+		if err := json.Unmarshal(b, &m.state); err != nil {
+			return fmt.Errorf("%s: %w", m.statePath(), err)
+		}
+	case errors.Is(err, os.ErrNotExist):
+		if !cfg.Init {
+			return ErrNotInSwarm
+		}
+		fresh = true
+		m.state = nodeState{NodeID: identity.NewID(), ClusterID: identity.NewID()}
+	default:
+		return err
+	}
+	for _, d := range []string{cfg.DataDir, cfg.RunDir} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return err
+		}
+	}
+	m.log = m.log.With("node.id", m.state.NodeID)
+
+	m.store = store.New()
+	m.raft, err = raftnode.Open(raftnode.Config{
+		DataDir:       filepath.Join(cfg.DataDir, "raft"),
+		ID:            m.state.NodeID,
+		BindAddr:      cfg.RaftAddr,
+		AdvertiseAddr: advertiseRaft(cfg),
+		Bootstrap:     fresh,
+		Store:         m.store,
+		Logger:        cfg.Logger,
+	})
+	if err != nil {
+		return fmt.Errorf("raft: %w", err)
+	}
+	defer m.raft.Shutdown()
+	if err := m.waitLeader(ctx, 20*time.Second); err != nil {
+		return err
+	}
+	if fresh {
+		if err := m.createSwarm(ctx); err != nil {
+			return err
+		}
+		if err := writeFileAtomic(m.statePath(), mustJSON(m.state)); err != nil {
+			return err
+		}
+	}
+
+	m.rt, err = runtime.Open(runtime.Options{Root: cfg.DataDir, RunDir: cfg.RunDir, InitPath: cfg.InitPath, CgroupParent: cfg.CgroupParent, Logger: cfg.Logger})
+	if err != nil {
+		return err
+	}
+	defer m.rt.Close()
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+
+	disp := dispatcher.New(m.store, m.raft, dispatcher.Config{Logger: cfg.Logger})
+	ctl := controlapi.New(m.store, m.raft, m.state.NodeID, controlapi.Hooks{
+		Info:     m.info,
+		Leave:    m.leave,
+		JoinAddr: func() string { return cfg.AdvertiseAddr },
+	})
+
+	// Control API: root-only unix socket.
+	sock := filepath.Join(cfg.RunDir, "shoal.sock")
+	_ = os.Remove(sock)
+	old := unix.Umask(0o077)
+	unixLn, err := net.Listen("unix", sock)
+	unix.Umask(old)
+	if err != nil {
+		return fmt.Errorf("control socket %s: %w", sock, err)
+	}
+	ctlSrv := grpc.NewServer()
+	controlv1.RegisterControlServer(ctlSrv, ctl)
+	nodev1.RegisterNodeServer(ctlSrv, nodeapi.New(m.rt))
+	wg.Add(1)
+	go func() { defer wg.Done(); _ = ctlSrv.Serve(unixLn) }()
+	defer ctlSrv.Stop()
+
+	// Dispatcher: TCP for agents of other nodes, an in-process pipe for
+	// the embedded agent.
+	tcpLn, err := net.Listen("tcp", cfg.ListenAddr)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", cfg.ListenAddr, err)
+	}
+	pipe := bufconn.Listen(1 << 20)
+	dispSrv := grpc.NewServer()
+	dispatcherv1.RegisterDispatcherServer(dispSrv, disp)
+	for _, ln := range []net.Listener{tcpLn, pipe} {
+		wg.Add(1)
+		go func(ln net.Listener) { defer wg.Done(); _ = dispSrv.Serve(ln) }(ln)
+	}
+	defer dispSrv.Stop()
+
+	wg.Add(1)
+	go func() { defer wg.Done(); m.leaderLoop(ctx, disp) }()
+
+	exe := &agentexec.RuntimeExecutor{Runtime: m.rt, Version: Version, Logger: cfg.Logger}
+	ag := agent.New(agent.Config{
+		Executor: exe,
+		NodeID:   m.state.NodeID,
+		Addr:     cfg.AdvertiseAddr,
+		Logger:   cfg.Logger,
+		Dial: func(ctx context.Context) (dispatcherv1.DispatcherClient, func() error, error) {
+			conn, err := grpc.NewClient("passthrough:///embedded",
+				grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return pipe.DialContext(ctx) }),
+				grpc.WithTransportCredentials(insecure.NewCredentials()))
+			if err != nil {
+				return nil, nil, err
+			}
+			return dispatcherv1.NewDispatcherClient(conn), conn.Close, nil
+		},
+	})
+	wg.Add(1)
+	go func() { defer wg.Done(); _ = ag.Run(ctx) }()
+
+	m.log.Info("manager running", "listen", cfg.ListenAddr, "advertise", cfg.AdvertiseAddr, "socket", sock)
+	select {
+	case <-ctx.Done():
+		return nil
+	case force := <-m.left:
+		cancel()
+		dispSrv.Stop()
+		ctlSrv.Stop()
+		wg.Wait()
+		return m.cleanup(force)
+	}
+}
+
+func advertiseRaft(cfg Config) string {
+	h, _, _ := net.SplitHostPort(cfg.AdvertiseAddr)
+	_, p, _ := net.SplitHostPort(cfg.RaftAddr)
+	return net.JoinHostPort(h, p)
+}
+
+func (m *Manager) waitLeader(ctx context.Context, d time.Duration) error {
+	deadline := time.Now().Add(d)
+	for !m.raft.IsLeader() {
+		if _, id := m.raft.Leader(); id != "" {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return errors.New("no raft leader after " + d.String() + ": the swarm does not have a leader")
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	return nil
+}
+
+// leaderLoop starts the controllers when this node leads and stops them
+// when it no longer does.
+func (m *Manager) leaderLoop(ctx context.Context, disp *dispatcher.Dispatcher) {
+	var stop context.CancelFunc
+	var wg sync.WaitGroup
+	start := func() {
+		if stop != nil {
+			return
+		}
+		if err := m.raft.Barrier(ctx); err != nil {
+			m.log.Warn("barrier before starting controllers", "err", err)
+		}
+		var cctx context.Context
+		cctx, stop = context.WithCancel(ctx)
+		m.log.Info("leading: controllers started")
+		orch := &orchestrator.Orchestrator{Store: m.store, Prop: m.raft, Log: m.cfg.Logger}
+		sched := &orchestrator.Scheduler{Store: m.store, Prop: m.raft, Log: m.cfg.Logger}
+		for _, f := range []func(context.Context){orch.Run, sched.Run, disp.Run} {
+			wg.Add(1)
+			go func(f func(context.Context)) { defer wg.Done(); f(cctx) }(f)
+		}
+	}
+	halt := func() {
+		if stop != nil {
+			stop()
+			wg.Wait()
+			stop = nil
+			m.log.Info("not leading: controllers stopped")
+		}
+	}
+	defer halt()
+	if m.raft.IsLeader() {
+		start()
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case leader := <-m.raft.LeaderCh():
+			if leader {
+				start()
+			} else {
+				halt()
+			}
+		}
+	}
+}
+
+// createSwarm writes the cluster object and this node, the first manager.
+func (m *Manager) createSwarm(ctx context.Context) error {
+	host, _ := os.Hostname()
+	var mem int64
+	var si unix.Sysinfo_t
+	if unix.Sysinfo(&si) == nil {
+		mem = int64(si.Totalram) * int64(si.Unit)
+	}
+	b := m.store.NewBatch()
+	b.CreateCluster(&typesv1.Cluster{
+		Id:         m.state.ClusterID,
+		Spec:       &typesv1.ClusterSpec{Annotations: &typesv1.Annotations{Name: "default"}, TaskHistoryLimit: orchestrator.DefaultHistoryLimit},
+		JoinTokens: &typesv1.JoinTokens{Worker: newToken(), Manager: newToken()},
+	})
+	b.CreateNode(&typesv1.Node{
+		Id:   m.state.NodeID,
+		Role: typesv1.NodeRole_NODE_ROLE_MANAGER,
+		Spec: &typesv1.NodeSpec{Annotations: &typesv1.Annotations{}, DesiredRole: typesv1.NodeRole_NODE_ROLE_MANAGER},
+		Description: &typesv1.NodeDescription{
+			Hostname: host, Os: goruntime.GOOS, Architecture: goruntime.GOARCH, Version: Version,
+			Resources: &typesv1.Resources{NanoCpus: int64(goruntime.NumCPU()) * 1e9, MemoryBytes: mem},
+		},
+		Status:        &typesv1.NodeStatus{State: typesv1.NodeState_NODE_STATE_READY, Addr: m.cfg.AdvertiseAddr},
+		ManagerStatus: &typesv1.ManagerStatus{RaftId: m.state.NodeID, Addr: advertiseRaft(m.cfg), Leader: true, Reachability: typesv1.Reachability_REACHABILITY_REACHABLE},
+	})
+	_, err := m.raft.Propose(ctx, b.Proto())
+	return err
+}
+
+// newToken makes a join token in the SHL-1-<digest>-<secret> form. The
+// digest part names the cluster CA once mutual TLS lands; until then it is
+// random like the secret.
+func newToken() string {
+	return "SHL-1-" + randBase36(50) + "-" + randBase36(25)
+}
+
+func randBase36(n int) string {
+	const alphabet = "0123456789abcdefghijklmnopqrstuvwxyz"
+	out := make([]byte, n)
+	for i := range out {
+		k, _ := rand.Int(rand.Reader, big.NewInt(36))
+		out[i] = alphabet[k.Int64()]
+	}
+	return string(out)
+}
+
+func (m *Manager) info(r *controlv1.InfoResponse) {
+	r.ClusterId = m.state.ClusterID
+	addr, _ := m.raft.Leader()
+	r.LeaderAddr = addr
+	if m.raft.IsLeader() {
+		r.RaftState = "Leader"
+	} else {
+		r.RaftState = "Follower"
+	}
+	r.DataDir = m.cfg.DataDir
+	r.AdvertiseAddr = m.cfg.AdvertiseAddr
+	r.Version = Version
+}
+
+func (m *Manager) leave(force bool) error {
+	// A lone manager leaving destroys the swarm: Docker asks for --force.
+	if !force {
+		return errors.New("you are attempting to leave the swarm on a node that is participating as a manager. Removing the last manager erases all current state of the swarm. Use `--force` to ignore this message")
+	}
+	m.leaveOnce.Do(func() {
+		// Reply first, then tear down.
+		go func() { time.Sleep(100 * time.Millisecond); m.left <- force }()
+	})
+	return nil
+}
+
+// cleanup removes every container, cgroup and file this node made.
+func (m *Manager) cleanup(bool) error {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var errs []error
+	for _, c := range m.rt.List() {
+		zero := time.Duration(0)
+		_ = m.rt.Stop(ctx, c.ID, &zero)
+		if err := m.rt.Remove(ctx, c.ID, true); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	m.rt.Close()
+	m.raft.Shutdown()
+	if err := cgroups.DeleteParent(m.cfg.CgroupParent); err != nil {
+		errs = append(errs, err)
+	}
+	if err := os.RemoveAll(m.cfg.DataDir); err != nil {
+		errs = append(errs, err)
+	}
+	_ = os.Remove(filepath.Join(m.cfg.RunDir, "shoal.sock"))
+	_ = os.Remove(m.cfg.RunDir) // only if empty
+	m.log.Info("left the swarm")
+	return errors.Join(errs...)
+}
+
+func mustJSON(v any) []byte {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
+
+func writeFileAtomic(path string, b []byte) error {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
