@@ -368,10 +368,12 @@ func TestOneNodeSwarmAsAUser(t *testing.T) {
 		_, err := n.shoal("service", "ls")
 		return err == nil
 	})
-	out = n.must("service", "ls")
-	if !strings.Contains(out, "getstartedlab_web") || !strings.Contains(out, "5/5") {
-		t.Errorf("after the manager restart, service ls:\n%s", out)
-	}
+	// A status the agent sent just before the kill may still be on its
+	// way; the adopted containers are reported again after the restart.
+	poll(t, "service ls showing 5/5 after the restart", 30*time.Second, func() bool {
+		out, err := n.shoal("service", "ls")
+		return err == nil && strings.Contains(out, "getstartedlab_web") && strings.Contains(out, "5/5")
+	})
 	time.Sleep(2 * time.Second) // give a wrongly restarting agent time to show it
 	for _, c := range n.running() {
 		if start, ok := pre[c.ID]; !ok || start != c.PidStart {

@@ -1,9 +1,68 @@
 #!/usr/bin/env bash
-# make demo: a one-node swarm serving the getstartedlab stack.
+# make demo: a one-node shoal swarm serving the getstartedlab stack.
+#
+# It builds the demo web service (examples/getstartedlab/app) into an
+# image, starts a one-node swarm in a temporary data dir, deploys the seed
+# stack and shows its tasks. It leaves the swarm running and says how to
+# tear it down.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [ ! -x bin/shoal ] || [ ! -x bin/shoal-manager ]; then
-  echo "make demo needs the control plane (bin/shoal, bin/shoal-manager), which is not built yet:"
-  echo "it lands with issue 3. Until then, 'make test' and 'make bench' exercise the container runtime."
+top=$PWD
+bin=$top/bin
+
+work=$(mktemp -d /tmp/shoal-demo.XXXXXX)
+run=/run/shoal-demo
+data=$work/data
+export SHOAL_HOST=unix://$run/shoal.sock
+shoal() { "$bin/shoal" "$@"; }
+
+if [ -S "$run/shoal.sock" ] && shoal node ls >/dev/null 2>&1; then
+  echo "A demo swarm is already running ($SHOAL_HOST). Tear it down first:"
+  echo "  SHOAL_HOST=$SHOAL_HOST $bin/shoal swarm leave --force"
   exit 1
 fi
+
+echo "== building the demo image (a static Go web server: hostname and a visit counter)"
+mkdir -p "$work/rootfs/etc" "$work/rootfs/tmp"
+CGO_ENABLED=0 go build -trimpath -o "$work/rootfs/app" ./examples/getstartedlab/app
+printf 'root:x:0:0:root:/root:/app\nnobody:x:65534:65534:nobody:/:/app\n' > "$work/rootfs/etc/passwd"
+printf 'root:x:0:\nnogroup:x:65534:\n' > "$work/rootfs/etc/group"
+tar -C "$work/rootfs" -cf "$work/web.tar" .
+
+echo "== shoal swarm init"
+shoal swarm init --data-dir "$data" --run-dir "$run" --listen-addr 127.0.0.1:2377 --advertise-addr 127.0.0.1:2377
+
+echo "== shoal image import"
+shoal image import --change 'CMD ["/app"]' --change 'EXPOSE 80' "$work/web.tar" getstartedlab/web:demo
+shoal image ls
+
+echo "== shoal stack deploy -c examples/getstartedlab/docker-compose.yml getstartedlab"
+shoal stack deploy --detach=false -c examples/getstartedlab/docker-compose.yml getstartedlab
+
+echo "== shoal service ps getstartedlab_web"
+shoal service ps getstartedlab_web
+echo
+shoal service ls
+
+if command -v curl >/dev/null && curl -s -m 1 -o /dev/null http://127.0.0.1:4000/ 2>/dev/null; then
+  echo "== 10 requests to localhost:4000"
+  for i in $(seq 10); do curl -s http://127.0.0.1:4000/ | grep Hostname; done
+else
+  echo
+  echo "Port 4000 does not answer yet: the ingress load balancer is the next step (issue 4)."
+  echo "Each task's web server runs in its own network namespace; see one answer from inside:"
+  id=$(shoal container ls -q | head -1)
+  echo "  shoal container logs $id  ->  $(shoal container logs "$id" 2>&1 | tail -1)"
+fi
+
+cat <<EOF2
+
+The swarm keeps running. Try:
+  export SHOAL_HOST=$SHOAL_HOST
+  $bin/shoal service ps getstartedlab_web
+  $bin/shoal service scale getstartedlab_web=8
+  $bin/shoal container ls
+Tear it down (removes every container, cgroup and file it made):
+  $bin/shoal stack rm getstartedlab
+  $bin/shoal swarm leave --force && rm -rf $work
+EOF2
