@@ -285,6 +285,13 @@ func TestOneNodeSwarmAsAUser(t *testing.T) {
 			t.Errorf("no task getstartedlab_web.%d in:\n%v", i, rows)
 		}
 	}
+	// Every task's output, prefixed with the task, as `docker service logs`.
+	logs := n.must("service", "logs", "getstartedlab_web")
+	for i := 1; i <= 5; i++ {
+		if !strings.Contains(logs, fmt.Sprintf("getstartedlab_web.%d.", i)) || !strings.Contains(logs, "listening") {
+			t.Errorf("service logs lack task %d:\n%s", i, logs)
+		}
+	}
 	cs := n.running()
 	if len(cs) != 5 {
 		t.Fatalf("%d containers running, want 5", len(cs))

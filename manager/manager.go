@@ -40,6 +40,7 @@ import (
 	typesv1 "github.com/shoal-dev/shoal/proto/types/v1"
 	"github.com/shoal-dev/shoal/runtime"
 	"github.com/shoal-dev/shoal/runtime/cgroups"
+	"github.com/shoal-dev/shoal/runtime/logs"
 )
 
 // Version is reported by Info and `shoal version`.
@@ -212,6 +213,8 @@ func (m *Manager) run(ctx context.Context) error {
 		Info:     m.info,
 		Leave:    m.leave,
 		JoinAddr: func() string { return cfg.AdvertiseAddr },
+		TaskLogs: m.taskLogs,
+		NewToken: newToken,
 	})
 
 	// Control API: root-only unix socket.
@@ -464,4 +467,16 @@ func writeFileAtomic(path string, b []byte) error {
 		return err
 	}
 	return os.Rename(tmp, path)
+}
+
+// taskLogs reads the log of a task's container on this node.
+func (m *Manager) taskLogs(ctx context.Context, t *typesv1.Task, o controlapi.LogOptions, send func(string, []byte, time.Time) error) error {
+	name := agentexec.ContainerName(t)
+	if _, err := m.rt.Inspect(name); err != nil {
+		// Never created here (rejected, or not yet prepared): no log.
+		return nil
+	}
+	return m.rt.Logs(ctx, name, logs.ReadOptions{Follow: o.Follow, Tail: o.Tail, Since: o.Since}, func(e logs.Entry) error {
+		return send(e.Stream, []byte(e.Log), e.Time)
+	})
 }

@@ -31,6 +31,10 @@ type Hooks struct {
 	Leave func(force bool) error
 	// JoinAddr is the address joining nodes should dial.
 	JoinAddr func() string
+	// TaskLogs reads a task's log on this node.
+	TaskLogs TaskLogsFunc
+	// NewToken makes a join token (for rotation).
+	NewToken func() string
 }
 
 // Server implements controlv1.ControlServer.
@@ -171,6 +175,39 @@ func (s *Server) GetJoinTokens(ctx context.Context, _ *controlv1.GetJoinTokensRe
 		resp.Addr = s.hooks.JoinAddr()
 	}
 	return resp, nil
+}
+
+// RotateJoinToken replaces the worker and/or manager join token; the old
+// one stops working at once.
+func (s *Server) RotateJoinToken(ctx context.Context, req *controlv1.RotateJoinTokenRequest) (*controlv1.GetJoinTokensResponse, error) {
+	if s.hooks.NewToken == nil {
+		return nil, status.Error(codes.Unimplemented, "this manager cannot rotate tokens")
+	}
+	if !req.GetWorker() && !req.GetManager() {
+		return nil, grpcError(invalidf("rotate: say which token, worker or manager"))
+	}
+	err := s.retry(ctx, func(tx store.ReadTx, b *store.Batch) error {
+		cs, _ := store.FindClusters(tx, store.All)
+		if len(cs) == 0 {
+			return status.Error(codes.FailedPrecondition, "this node is not part of a swarm")
+		}
+		c := cs[0]
+		if c.JoinTokens == nil {
+			c.JoinTokens = &typesv1.JoinTokens{}
+		}
+		if req.GetWorker() {
+			c.JoinTokens.Worker = s.hooks.NewToken()
+		}
+		if req.GetManager() {
+			c.JoinTokens.Manager = s.hooks.NewToken()
+		}
+		b.UpdateCluster(c)
+		return nil
+	})
+	if err != nil {
+		return nil, grpcError(err)
+	}
+	return s.GetJoinTokens(ctx, &controlv1.GetJoinTokensRequest{})
 }
 
 // ---------------------------------------------------------------- nodes

@@ -2,6 +2,7 @@ package controlapi
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -157,5 +158,26 @@ func TestScaleService(t *testing.T) {
 	_, err = srv.ScaleService(ctx, &controlv1.ScaleServiceRequest{Ref: "nope", Replicas: 1})
 	if status.Code(err) != codes.NotFound || !strings.Contains(err.Error(), "no such service: nope") {
 		t.Errorf("unknown service: %v", err)
+	}
+}
+
+func TestRotateJoinToken(t *testing.T) {
+	s := store.New()
+	n := 0
+	srv := New(s, store.NewLocalProposer(s), "node1", Hooks{NewToken: func() string { n++; return fmt.Sprintf("SHL-1-x-%d", n) }})
+	b := s.NewBatch()
+	b.CreateCluster(&typesv1.Cluster{Id: "c1", JoinTokens: &typesv1.JoinTokens{Worker: "SHL-1-x-w0", Manager: "SHL-1-x-m0"}})
+	if _, err := store.NewLocalProposer(s).Propose(context.Background(), b.Proto()); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := srv.RotateJoinToken(context.Background(), &controlv1.RotateJoinTokenRequest{Worker: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.GetTokens().GetWorker() != "SHL-1-x-1" || resp.GetTokens().GetManager() != "SHL-1-x-m0" {
+		t.Errorf("after rotating the worker token: %v", resp.GetTokens())
+	}
+	if _, err := srv.RotateJoinToken(context.Background(), &controlv1.RotateJoinTokenRequest{}); status.Code(err) != codes.InvalidArgument {
+		t.Errorf("rotate without a role: %v", err)
 	}
 }
