@@ -211,3 +211,52 @@ func TestKilledTaskReplacedInItsSlot(t *testing.T) {
 		return ok
 	})
 }
+
+func TestRollingUpdateReplacesEveryTask(t *testing.T) {
+	c := newCluster(t, 1<<30)
+	svc := service("web", 3, 0)
+	// No delay or monitor, so the test needs no clock of its own.
+	svc.Spec.Update = &typesv1.UpdateConfig{Parallelism: 1, Delay: durationpb.New(0), Monitor: durationpb.New(0)}
+	b := c.store.NewBatch()
+	b.CreateService(svc)
+	c.propose(b)
+	c.until("3 running", func() bool { r, _, _ := c.counts("web"); return r == 3 })
+	old := map[string]bool{}
+	c.store.View(func(tx store.ReadTx) {
+		tasks, _ := store.FindTasks(tx, store.ByServiceID("web"))
+		for _, task := range tasks {
+			old[task.GetId()] = true
+		}
+		svc = store.GetService(tx, "web")
+	})
+	svc.Spec.Task.Container.Env = []string{"VERSION=2"}
+	svc.SpecVersion++
+	b = c.store.NewBatch()
+	b.UpdateService(svc)
+	c.propose(b)
+	c.until("3 new tasks running with the new env", func() bool {
+		n := 0
+		c.store.View(func(tx store.ReadTx) {
+			tasks, _ := store.FindTasks(tx, store.ByServiceID("web"))
+			for _, task := range tasks {
+				if !old[task.GetId()] && task.GetStatus().GetState() == typesv1.TaskState_TASK_STATE_RUNNING &&
+					task.GetDesiredState() == typesv1.TaskState_TASK_STATE_RUNNING &&
+					len(task.GetSpec().GetContainer().GetEnv()) == 1 {
+					n++
+				}
+			}
+		})
+		return n == 3
+	})
+	c.store.View(func(tx store.ReadTx) {
+		tasks, _ := store.FindTasks(tx, store.ByServiceID("web"))
+		for _, task := range tasks {
+			if old[task.GetId()] && task.GetDesiredState() == typesv1.TaskState_TASK_STATE_RUNNING {
+				t.Errorf("old task %s (slot %d) still wanted", task.GetId(), task.GetSlot())
+			}
+		}
+		if st := store.GetService(tx, "web").GetUpdateStatus().GetState(); st != typesv1.UpdateStatus_STATE_COMPLETED {
+			t.Errorf("update status %v, want completed", st)
+		}
+	})
+}
