@@ -425,7 +425,8 @@ func updateServiceSpec(b *store.Batch, svc *typesv1.Service, spec *typesv1.Servi
 	svc.PreviousSpec = svc.GetSpec()
 	svc.Spec = proto.CloneOf(spec)
 	svc.SpecVersion++
-	svc.Endpoint = &typesv1.Endpoint{Spec: spec.GetEndpoint(), Ports: spec.GetEndpoint().GetPorts()}
+	// The endpoint (VIPs, allocated ports) stays: the allocator reconciles
+	// it with the new spec and keeps what still fits.
 	b.UpdateService(svc)
 	return svc
 }

@@ -209,7 +209,6 @@ func planStack(tx store.ReadTx, b *store.Batch, spec *typesv1.StackSpec, prune b
 				Id:          identity.NewID(),
 				Spec:        ss,
 				SpecVersion: 1,
-				Endpoint:    &typesv1.Endpoint{Spec: ss.GetEndpoint(), Ports: ss.GetEndpoint().GetPorts()},
 			}
 			b.CreateService(svc)
 			resp.ServiceIds = append(resp.ServiceIds, svc.GetId())

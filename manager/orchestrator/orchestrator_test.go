@@ -260,3 +260,37 @@ func TestRollingUpdateReplacesEveryTask(t *testing.T) {
 		}
 	})
 }
+
+func TestTasksGetAddressesOnTheirNetwork(t *testing.T) {
+	c := newCluster(t, 1<<30)
+	svc := service("web", 3, 0)
+	svc.Spec.Task.Networks = []*typesv1.NetworkAttachmentConfig{{Target: "net1"}}
+	b := c.store.NewBatch()
+	b.CreateNetwork(&typesv1.Network{Id: "net1", Spec: &typesv1.NetworkSpec{Annotations: &typesv1.Annotations{Name: "s_webnet"}, Driver: "overlay"}})
+	b.CreateService(svc)
+	c.propose(b)
+	c.until("3 running", func() bool { r, _, _ := c.counts("web"); return r == 3 })
+	c.store.View(func(tx store.ReadTx) {
+		n := store.GetNetwork(tx, "net1")
+		if len(n.GetIpam().GetConfigs()) == 0 || n.GetIpam().GetConfigs()[0].GetSubnet() == "" {
+			t.Fatalf("network has no subnet: %v", n.GetIpam())
+		}
+		vips := store.GetService(tx, "web").GetEndpoint().GetVirtualIps()
+		if len(vips) != 1 || vips[0].GetNetworkId() != "net1" {
+			t.Errorf("service VIPs %v", vips)
+		}
+		seen := map[string]bool{}
+		tasks, _ := store.FindTasks(tx, store.ByServiceID("web"))
+		for _, task := range tasks {
+			if len(task.GetNetworks()) != 1 || len(task.GetNetworks()[0].GetAddresses()) != 1 {
+				t.Errorf("task %d attachments %v", task.GetSlot(), task.GetNetworks())
+				continue
+			}
+			a := task.GetNetworks()[0].GetAddresses()[0]
+			if seen[a] || a == vips[0].GetAddr() {
+				t.Errorf("address %s given twice", a)
+			}
+			seen[a] = true
+		}
+	})
+}

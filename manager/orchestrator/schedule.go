@@ -3,11 +3,13 @@ package orchestrator
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"time"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/shoal-dev/shoal/manager/allocator"
 	"github.com/shoal-dev/shoal/manager/store"
 	typesv1 "github.com/shoal-dev/shoal/proto/types/v1"
 	"github.com/shoal-dev/shoal/scheduler"
@@ -78,6 +80,13 @@ func (s *Scheduler) run(ctx context.Context, log *slog.Logger) {
 	}
 }
 
+func (s *Scheduler) log() *slog.Logger {
+	if s.Log == nil {
+		return slog.Default()
+	}
+	return s.Log
+}
+
 func setStatus(t *typesv1.Task, st typesv1.TaskState, msg, errText string, now time.Time) {
 	t.Status = &typesv1.TaskStatus{State: st, Message: msg, Err: errText, Timestamp: timestamppb.New(now)}
 }
@@ -87,9 +96,39 @@ func (s *Scheduler) pass(ctx context.Context) error {
 	for attempt := 0; ; attempt++ {
 		now := s.Now()
 		b := store.NewBatch(now)
+		var passErr error
 		s.Store.View(func(tx store.ReadTx) {
 			tasks, _ := store.FindTasks(tx, store.All)
 			nodes, _ := store.FindNodes(tx, store.All)
+			nets, _ := store.FindNetworks(tx, store.All)
+			svcs, _ := store.FindServices(tx, store.All)
+
+			// Allocation first: subnets, VIPs and ports, then each new
+			// task's addresses. The allocator is rebuilt from the store on
+			// every pass, so what it knows can never drift from what is
+			// stored, and ended tasks' addresses are free again.
+			al, err := allocator.New(nets, svcs, tasks)
+			if err != nil {
+				passErr = fmt.Errorf("allocator: %w", err)
+				return
+			}
+			for _, n := range nets {
+				if changed, err := al.AllocateNetwork(n); err != nil {
+					s.log().Warn("allocate network", "network.name", n.GetSpec().GetAnnotations().GetName(), "err", err)
+				} else if changed {
+					b.UpdateNetwork(n)
+				}
+			}
+			svcByID := map[string]*typesv1.Service{}
+			for _, svc := range svcs {
+				svcByID[svc.GetId()] = svc
+				if changed, err := al.AllocateService(svc); err != nil {
+					s.log().Warn("allocate service", "service.name", svc.GetSpec().GetAnnotations().GetName(), "err", err)
+				} else if changed {
+					b.UpdateService(svc)
+				}
+			}
+
 			var pending []*typesv1.Task
 			for _, t := range tasks {
 				st := t.GetStatus().GetState()
@@ -100,6 +139,21 @@ func (s *Scheduler) pass(ctx context.Context) error {
 					setStatus(t, typesv1.TaskState_TASK_STATE_SHUTDOWN, "shutdown before it was scheduled", "", now)
 					b.UpdateTask(t)
 					continue
+				}
+				if st == typesv1.TaskState_TASK_STATE_NEW {
+					svc := svcByID[t.GetServiceId()]
+					if svc == nil {
+						continue // its service is gone; the orchestrator shuts it down
+					}
+					if _, err := al.AllocateTask(t, svc); err != nil {
+						// Stays NEW with the reason, e.g. "could not find an
+						// available IP on network x"; retried on the next pass.
+						if t.GetStatus().GetErr() != err.Error() {
+							setStatus(t, typesv1.TaskState_TASK_STATE_NEW, "pending task allocation", err.Error(), now)
+							b.UpdateTask(t)
+						}
+						continue
+					}
 				}
 				pending = append(pending, t)
 			}
@@ -142,6 +196,9 @@ func (s *Scheduler) pass(ctx context.Context) error {
 				b.UpdateTask(t)
 			}
 		})
+		if passErr != nil {
+			return passErr
+		}
 		if b.Len() == 0 {
 			return nil
 		}

@@ -1,0 +1,235 @@
+package network
+
+import (
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
+	"golang.org/x/sys/unix"
+)
+
+// bridge is one network's bridge on this node.
+type bridge struct {
+	netID    string
+	name     string
+	index    int
+	gateways []*net.IPNet // its addresses: gateway IPs with subnet masks
+}
+
+func (b *bridge) subnets() []*net.IPNet {
+	out := make([]*net.IPNet, len(b.gateways))
+	for i, g := range b.gateways {
+		out[i] = subnetOf(g)
+	}
+	return out
+}
+
+// ensureBridge returns the bridge of at's network, making it if needed.
+// m.mu is held.
+func (m *Manager) ensureBridge(at attachment) (*bridge, error) {
+	if b, ok := m.bridges[at.netID]; ok {
+		return b, nil
+	}
+	// Two bridges with overlapping subnets would make the host's routes
+	// ambiguous; the allocator should never hand out such networks.
+	for _, other := range m.bridges {
+		for _, s := range other.subnets() {
+			for _, g := range at.gateways {
+				if overlaps(s, subnetOf(g)) {
+					return nil, fmt.Errorf("%w: subnet %s of network %s overlaps %s of network %s", ErrConflict, subnetOf(g), at.netID, s, other.netID)
+				}
+			}
+		}
+	}
+	for salt := 0; salt < 8; salt++ {
+		name := bridgeName(m.cfg.Prefix, at.netID, salt)
+		l, err := netlink.LinkByName(name)
+		if err != nil && !isLinkNotFound(err) {
+			return nil, fmt.Errorf("look up bridge %s: %w", name, err)
+		}
+		if err == nil {
+			o, ok := parseAlias(l.Attrs().Alias)
+			switch {
+			case ok && !o.isVeth() && o.netID == at.netID && l.Type() == "bridge":
+				// Ours from before a restart that nobody restored:
+				// adopt it (setup is idempotent).
+			case !ok:
+				// Ours by name but without an owner: a create cut
+				// short by a crash.
+				m.log.Warn("removing unfinished bridge", "link", name)
+				if err := netlink.LinkDel(l); err != nil && !isLinkNotFound(err) {
+					return nil, fmt.Errorf("remove unfinished bridge %s: %w", name, err)
+				}
+				l = nil
+			default:
+				continue // another network's, or not a bridge: next name
+			}
+		} else {
+			l = nil
+		}
+		created := false
+		if l == nil {
+			if l, err = createBridge(name, at); err != nil {
+				return nil, err
+			}
+			created = true
+		}
+		b := &bridge{netID: at.netID, name: name, index: l.Attrs().Index, gateways: at.gateways}
+		if err := m.setupBridge(l, b); err != nil {
+			if created {
+				err = errors.Join(err, m.deleteBridge(b))
+			}
+			return nil, err
+		}
+		m.bridges[at.netID] = b
+		m.log.Info("bridge up", "network.id", at.netID, "link", name, "created", created)
+		return b, nil
+	}
+	return nil, fmt.Errorf("%w: no free bridge name for network %s", ErrConflict, at.netID)
+}
+
+// createBridge adds the bridge link and names its network in the alias
+// at once (the kernel ignores an alias given at creation): a crash in
+// between leaves a bridge without owner, which Restore removes. The MAC
+// is random but set explicitly: a bridge with a MAC of its own keeps it,
+// instead of taking on its ports' as they come and go, which would change
+// the gateway's MAC under the tasks.
+func createBridge(name string, at attachment) (netlink.Link, error) {
+	br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{
+		Name: name, MTU: at.mtu, TxQLen: -1, HardwareAddr: randomMAC(),
+	}}
+	if err := netlink.LinkAdd(br); err != nil {
+		return nil, fmt.Errorf("add bridge %s: %w", name, err)
+	}
+	err := netlink.LinkSetAlias(br, bridgeAlias(at.netID))
+	var l netlink.Link
+	if err == nil {
+		l, err = netlink.LinkByName(name)
+	}
+	if err != nil {
+		return nil, errors.Join(fmt.Errorf("bridge %s: %w", name, err), deleteLink(name))
+	}
+	return l, nil
+}
+
+// setupBridge brings a bridge to the state Attach needs; every step can
+// run again on a bridge that has it already.
+func (m *Manager) setupBridge(l netlink.Link, b *bridge) error {
+	if l.Attrs().Alias != bridgeAlias(b.netID) {
+		if err := netlink.LinkSetAlias(l, bridgeAlias(b.netID)); err != nil {
+			return fmt.Errorf("bridge %s alias: %w", b.name, err)
+		}
+	}
+	if err := setBridgeNoSTP(b.index); err != nil {
+		return fmt.Errorf("bridge %s forward delay: %w", b.name, err)
+	}
+	for _, g := range b.gateways {
+		if err := netlink.AddrReplace(l, &netlink.Addr{IPNet: g}); err != nil {
+			return fmt.Errorf("bridge %s address %s: %w", b.name, g, err)
+		}
+	}
+	if err := netlink.LinkSetUp(l); err != nil {
+		return fmt.Errorf("bridge %s up: %w", b.name, err)
+	}
+	if err := enableForwarding(); err != nil {
+		return err
+	}
+	return m.fw.addBridge(b.name, b.subnets())
+}
+
+// deleteBridge removes a bridge and its firewall rules. m.mu is held.
+func (m *Manager) deleteBridge(b *bridge) error {
+	err := m.fw.removeBridge(b.name)
+	if l, lerr := netlink.LinkByName(b.name); lerr == nil {
+		if derr := netlink.LinkDel(l); derr != nil && !isLinkNotFound(derr) {
+			err = errors.Join(err, fmt.Errorf("delete bridge %s: %w", b.name, derr))
+		}
+	} else if !isLinkNotFound(lerr) {
+		err = errors.Join(err, lerr)
+	}
+	if err == nil {
+		delete(m.bridges, b.netID)
+		m.log.Info("bridge removed", "network.id", b.netID, "link", b.name)
+	}
+	return err
+}
+
+// inUse reports whether a task of the manager has an endpoint on network
+// netID. m.mu is held.
+func (m *Manager) inUse(netID string) bool {
+	for _, t := range m.tasks {
+		for _, e := range t.endpoints {
+			if e.netID == netID {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// releaseBridges removes the bridges of netIDs that no task uses any more.
+// m.mu is held.
+func (m *Manager) releaseBridges(netIDs []string) error {
+	var errs []error
+	for _, id := range netIDs {
+		if b, ok := m.bridges[id]; ok && !m.inUse(id) {
+			errs = append(errs, m.deleteBridge(b))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// setBridgeNoSTP turns STP off and the forward delay to zero, so that a
+// new port forwards at once instead of spending 15 s in listening and
+// learning. netlink (rather than /sys/class/net/…/bridge) is used because
+// sysfs shows the devices of the namespace it was mounted in, which is
+// not ours when the agent runs in a network namespace of its own (as in
+// the e2e tests).
+func setBridgeNoSTP(index int) error {
+	req := nl.NewNetlinkRequest(unix.RTM_NEWLINK, unix.NLM_F_ACK)
+	msg := nl.NewIfInfomsg(unix.AF_UNSPEC)
+	msg.Index = int32(index)
+	req.AddData(msg)
+	info := nl.NewRtAttr(unix.IFLA_LINKINFO, nil)
+	info.AddRtAttr(nl.IFLA_INFO_KIND, nl.NonZeroTerminated("bridge"))
+	data := info.AddRtAttr(nl.IFLA_INFO_DATA, nil)
+	data.AddRtAttr(nl.IFLA_BR_STP_STATE, nl.Uint32Attr(0))
+	data.AddRtAttr(nl.IFLA_BR_FORWARD_DELAY, nl.Uint32Attr(0))
+	req.AddData(info)
+	_, err := req.Execute(unix.NETLINK_ROUTE, 0)
+	return err
+}
+
+// enableForwarding turns on IPv4 forwarding, without which the host
+// neither routes tasks' traffic out nor NATs it. /proc/sys/net shows the
+// namespace of the process that opens it, so this is the agent's
+// namespace. It is left on at Cleanup: other software may rely on it by
+// then, as it does after Docker.
+func enableForwarding() error {
+	const p = "/proc/sys/net/ipv4/ip_forward"
+	if b, err := os.ReadFile(p); err == nil && strings.TrimSpace(string(b)) == "1" {
+		return nil
+	}
+	if err := os.WriteFile(p, []byte("1\n"), 0o644); err != nil {
+		return fmt.Errorf("enable IPv4 forwarding: %w", err)
+	}
+	return nil
+}
+
+// randomMAC is a random unicast, locally administered MAC.
+func randomMAC() net.HardwareAddr {
+	mac := make(net.HardwareAddr, 6)
+	rand.Read(mac)
+	mac[0] = mac[0]&0xfe | 0x02
+	return mac
+}
+
+func isLinkNotFound(err error) bool {
+	var nf netlink.LinkNotFoundError
+	return errors.As(err, &nf) || errors.Is(err, unix.ENODEV)
+}
