@@ -7,7 +7,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -305,6 +307,27 @@ func TestOneNodeSwarmAsAUser(t *testing.T) {
 		}
 	}
 
+	// The published port answers on the node and spreads over the tasks.
+	hosts := map[string]bool{}
+	poll(t, "port 4000 answering", 20*time.Second, func() bool {
+		resp, err := httpGet("http://127.0.0.1:4000/")
+		return err == nil && strings.Contains(resp, "hostname=")
+	})
+	for i := 0; i < 10; i++ {
+		resp, err := httpGet("http://127.0.0.1:4000/")
+		if err != nil {
+			t.Fatalf("request %d to :4000: %v", i, err)
+		}
+		for _, f := range strings.Fields(resp) {
+			if strings.HasPrefix(f, "hostname=") {
+				hosts[f] = true
+			}
+		}
+	}
+	if len(hosts) < 3 {
+		t.Errorf("10 requests to :4000 were answered by %d tasks (%v), want at least 3", len(hosts), hosts)
+	}
+
 	// Kill one task's process: the init reports the exit, the task fails
 	// (on-failure policy) and a new task takes its slot; the old one shows
 	// as history.
@@ -458,4 +481,15 @@ func TestMain(m *testing.M) {
 	os.RemoveAll(filepath.Join(os.TempDir(), fmt.Sprintf("shoal-e2e-bin-%d", os.Getpid())))
 	testutil.Cleanup()
 	os.Exit(code)
+}
+
+func httpGet(url string) (string, error) {
+	c := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := c.Get(url)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return string(b), err
 }

@@ -28,12 +28,16 @@ import (
 	"github.com/shoal-dev/shoal/agent"
 	agentexec "github.com/shoal-dev/shoal/agent/exec"
 	"github.com/shoal-dev/shoal/internal/identity"
+	"github.com/shoal-dev/shoal/lb"
 	"github.com/shoal-dev/shoal/manager/controlapi"
 	"github.com/shoal-dev/shoal/manager/dispatcher"
+	"github.com/shoal-dev/shoal/manager/netctl"
 	"github.com/shoal-dev/shoal/manager/nodeapi"
 	"github.com/shoal-dev/shoal/manager/orchestrator"
 	"github.com/shoal-dev/shoal/manager/raftnode"
 	"github.com/shoal-dev/shoal/manager/store"
+	"github.com/shoal-dev/shoal/network"
+	"github.com/shoal-dev/shoal/network/dns"
 	controlv1 "github.com/shoal-dev/shoal/proto/control/v1"
 	dispatcherv1 "github.com/shoal-dev/shoal/proto/dispatcher/v1"
 	nodev1 "github.com/shoal-dev/shoal/proto/node/v1"
@@ -81,6 +85,7 @@ type Manager struct {
 	store *store.Store
 	raft  *raftnode.Node
 	rt    *runtime.Runtime
+	net   *network.Manager
 
 	leaveOnce sync.Once
 	left      chan bool // force flag, when Leave was asked
@@ -251,7 +256,31 @@ func (m *Manager) run(ctx context.Context) error {
 	wg.Add(1)
 	go func() { defer wg.Done(); m.leaderLoop(ctx, disp) }()
 
-	exe := &agentexec.RuntimeExecutor{Runtime: m.rt, Version: Version, Logger: cfg.Logger}
+	// Node-local networking: bridges and namespaces, service discovery,
+	// the ingress load balancer.
+	m.net, err = network.New(network.Config{RunDir: cfg.RunDir, Logger: cfg.Logger})
+	if err != nil {
+		return err
+	}
+	if err := m.net.Restore(); err != nil {
+		m.log.Warn("restore networks", "err", err)
+	}
+	dnsSrv := dns.New(dns.Config{Logger: cfg.Logger})
+	defer dnsSrv.Close()
+	bal := lb.New(cfg.Logger)
+	defer bal.Close()
+	nc := &netctl.Controller{Store: m.store, NodeID: m.state.NodeID, Net: m.net, DNS: dnsSrv, LB: bal, Log: cfg.Logger}
+	wg.Add(1)
+	go func() { defer wg.Done(); nc.Run(ctx) }()
+
+	exe := &agentexec.RuntimeExecutor{
+		Runtime:     m.rt,
+		Version:     Version,
+		Logger:      cfg.Logger,
+		Network:     m.taskNetwork,
+		BeforeStop:  func(t *typesv1.Task) { bal.Drain(t.GetId()) },
+		AfterRemove: func(t *typesv1.Task) { _ = m.net.Detach(t.GetId()) },
+	}
 	ag := agent.New(agent.Config{
 		Executor: exe,
 		NodeID:   m.state.NodeID,
@@ -440,6 +469,9 @@ func (m *Manager) cleanup(bool) error {
 		}
 	}
 	m.rt.Close()
+	if err := m.net.Cleanup(); err != nil {
+		errs = append(errs, err)
+	}
 	m.raft.Shutdown()
 	if err := cgroups.DeleteParent(m.cfg.CgroupParent); err != nil {
 		errs = append(errs, err)
@@ -479,4 +511,28 @@ func (m *Manager) taskLogs(ctx context.Context, t *typesv1.Task, o controlapi.Lo
 	return m.rt.Logs(ctx, name, logs.ReadOptions{Follow: o.Follow, Tail: o.Tail, Since: o.Since}, func(e logs.Entry) error {
 		return send(e.Stream, []byte(e.Log), e.Time)
 	})
+}
+
+// taskNetwork gives a task its network namespace: host and none as asked,
+// otherwise a namespace attached to the task's networks, with the first
+// network's gateway as its DNS server.
+func (m *Manager) taskNetwork(t *typesv1.Task) (runtime.Network, error) {
+	switch t.GetSpec().GetContainer().GetNetworkMode() {
+	case "host":
+		return runtime.Network{Mode: runtime.NetworkHost}, nil
+	case "none":
+		return runtime.Network{Mode: runtime.NetworkNone}, nil
+	}
+	if len(t.GetNetworks()) == 0 {
+		return runtime.Network{Mode: runtime.NetworkNone}, nil
+	}
+	ns, ip, err := m.net.Attach(t.GetId(), t.GetNetworks())
+	if err != nil {
+		return runtime.Network{}, err
+	}
+	n := runtime.Network{Mode: runtime.NetworkNamespace, Path: ns, IP: ip}
+	if gw, ok := m.net.Gateways()[t.GetNetworks()[0].GetNetwork().GetId()]; ok {
+		n.DNS = []string{gw.String()}
+	}
+	return n, nil
 }

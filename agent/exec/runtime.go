@@ -47,6 +47,13 @@ type RuntimeExecutor struct {
 	// Version is the shoal version reported in Describe.
 	Version string
 	Logger  *slog.Logger
+	// BeforeStop, when set, runs before a task's container gets its stop
+	// signal: the load balancer takes the task out of rotation there, so
+	// no new connection reaches a task that is going away.
+	BeforeStop func(t *typesv1.Task)
+	// AfterRemove, when set, runs once a task's container is gone: the
+	// network package releases the task's namespace and veths there.
+	AfterRemove func(t *typesv1.Task)
 }
 
 var (
@@ -265,6 +272,9 @@ func (c *runtimeController) Wait(ctx context.Context) (ExitInfo, error) {
 // recorded with the container at create (from the task, default 10 s), so
 // the runtime's defaults are the task's.
 func (c *runtimeController) Shutdown(ctx context.Context) error {
+	if c.e.BeforeStop != nil {
+		c.e.BeforeStop(c.task)
+	}
 	ctr, ok, err := c.container()
 	if err != nil || !ok {
 		return err
@@ -288,14 +298,22 @@ func (c *runtimeController) Terminate(ctx context.Context) error {
 
 // Remove implements Controller.
 func (c *runtimeController) Remove(ctx context.Context) error {
+	if c.e.BeforeStop != nil {
+		c.e.BeforeStop(c.task)
+	}
 	ctr, ok, err := c.container()
-	if err != nil || !ok {
+	if err != nil {
 		return err
 	}
-	if err := c.e.Runtime.Remove(ctx, ctr.ID, true); err != nil && !errors.Is(err, runtime.ErrNotFound) {
-		return err
+	if ok {
+		if err := c.e.Runtime.Remove(ctx, ctr.ID, true); err != nil && !errors.Is(err, runtime.ErrNotFound) {
+			return err
+		}
+		c.log.Info("removed container", "container.id", ctr.ID)
 	}
-	c.log.Info("removed container", "container.id", ctr.ID)
+	if c.e.AfterRemove != nil {
+		c.e.AfterRemove(c.task)
+	}
 	return nil
 }
 
