@@ -41,6 +41,7 @@ test: deps
 bench: deps build
 	@command -v runc >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq runc)
 	$(GO) run ./bench/runtime -shoal-init $(BIN)/shoal-init
+	$(GO) run ./bench/swarm -bin $(BIN)
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$')); \

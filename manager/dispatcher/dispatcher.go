@@ -147,6 +147,11 @@ func (d *Dispatcher) writeStatuses(ctx context.Context, pending map[string]statu
 			return
 		}
 	}
+	if len(pending) > 0 {
+		// The agents report again on their next change or session; say
+		// that these were dropped rather than lose them silently.
+		d.log.Warn("task statuses dropped after repeated write conflicts", "updates", len(pending))
+	}
 }
 
 func (d *Dispatcher) expireSessions(ctx context.Context) {
