@@ -72,6 +72,9 @@ type Manager struct {
 	mu      sync.Mutex
 	bridges map[string]*bridge // by network id
 	tasks   map[string]*task   // by task id
+	// creating holds the tasks whose namespace Attach is making outside
+	// the lock; a rescan must not take their files for crash leftovers.
+	creating map[string]bool
 }
 
 // task is what the manager knows of an attached task.
@@ -136,26 +139,58 @@ func (m *Manager) Attach(taskID string, atts []*typesv1.NetworkAttachment) (nsPa
 	nsPath = m.NsPath(taskID)
 
 	m.mu.Lock()
-	defer m.mu.Unlock()
 	if _, ok := m.tasks[taskID]; !ok {
 		if _, err := os.Lstat(nsPath); err == nil {
 			// Left by a Manager before a restart and not restored yet.
 			if err := m.restoreLocked(); err != nil {
+				m.mu.Unlock()
 				return "", "", fmt.Errorf("attach task %s: %w", taskID, err)
 			}
 		}
 	}
 	if t, ok := m.tasks[taskID]; ok {
 		if t.matches(plan) {
+			m.mu.Unlock()
 			return nsPath, ip, nil
 		}
 		// Only a task cut short by a crash looks like this, since a
 		// task's networks never change: start it over.
 		m.log.Warn("re-attaching task whose interfaces do not match", "task.id", taskID)
 		if err := m.detachLocked(taskID); err != nil {
+			m.mu.Unlock()
 			return "", "", fmt.Errorf("attach task %s: %w", taskID, err)
 		}
 	}
+	// The namespace dir is a shared bind mount made once: under the lock,
+	// so that two first attaches do not both mount it.
+	if err := ensureNsDir(m.nsDir); err != nil {
+		m.mu.Unlock()
+		return "", "", fmt.Errorf("attach task %s: %w", taskID, err)
+	}
+	if m.creating[taskID] {
+		m.mu.Unlock()
+		return "", "", fmt.Errorf("attach task %s: %w: already being attached", taskID, ErrConflict)
+	}
+	if m.creating == nil {
+		m.creating = map[string]bool{}
+	}
+	m.creating[taskID] = true
+	m.mu.Unlock()
+	defer func() {
+		m.mu.Lock()
+		delete(m.creating, taskID)
+		m.mu.Unlock()
+	}()
+
+	// Making a network namespace is the slow part (the kernel's, a few ms
+	// each) and touches nothing shared: do it outside the lock, so that
+	// the tasks of a large deploy are not attached one after the other.
+	if err := createNetns(nsPath); err != nil {
+		return "", "", fmt.Errorf("attach task %s: %w", taskID, err)
+	}
+
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	if err := m.attachLocked(taskID, nsPath, plan); err != nil {
 		return "", "", fmt.Errorf("attach task %s: %w", taskID, err)
 	}
@@ -175,14 +210,9 @@ func (t *task) matches(plan []attachment) bool {
 	return true
 }
 
-// attachLocked does Attach's work for a task that has nothing yet.
+// attachLocked does Attach's work for a task whose namespace was just
+// made and that has nothing else yet.
 func (m *Manager) attachLocked(taskID, nsPath string, plan []attachment) (err error) {
-	if err := ensureNsDir(m.nsDir); err != nil {
-		return err
-	}
-	if err := createNetns(nsPath); err != nil {
-		return err
-	}
 	var eps []endpoint
 	defer func() {
 		if err == nil {
@@ -237,14 +267,15 @@ func (m *Manager) Detach(taskID string) error {
 		return fmt.Errorf("%w: task id %q", ErrInvalid, taskID)
 	}
 	m.mu.Lock()
-	defer m.mu.Unlock()
 	if _, ok := m.tasks[taskID]; !ok {
 		if _, err := os.Lstat(m.NsPath(taskID)); err == nil {
 			if err := m.restoreLocked(); err != nil {
+				m.mu.Unlock()
 				return fmt.Errorf("detach task %s: %w", taskID, err)
 			}
 		}
 	}
+	defer m.mu.Unlock()
 	if err := m.detachLocked(taskID); err != nil {
 		return fmt.Errorf("detach task %s: %w", taskID, err)
 	}
@@ -326,7 +357,7 @@ func (m *Manager) restoreLocked() error {
 	}
 	for _, ent := range ents {
 		p := filepath.Join(m.nsDir, ent.Name())
-		if !validTaskID(ent.Name()) || ent.IsDir() {
+		if !validTaskID(ent.Name()) || ent.IsDir() || m.creating[ent.Name()] {
 			continue
 		}
 		if !isNetns(p) {
