@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -57,6 +58,7 @@ type PortInUseError struct {
 	Err error
 }
 
+// Error names the port and protocol, as the user is to read it.
 func (e *PortInUseError) Error() string {
 	msg := fmt.Sprintf("port %d/%s is already in use on this node", e.Port, e.Protocol)
 	if e.ByShoal {
@@ -96,8 +98,8 @@ func (k portKey) String() string { return strconv.Itoa(int(k.port)) + "/" + k.pr
 // listener is a published port: a TCP or UDP socket with its goroutines.
 type listener interface {
 	// stop closes the socket, so the port is free when it returns. TCP
-	// connections go on (Close ends them through Balancer.conns); UDP
-	// flows end with it.
+	// connections go on (they live in the event loops, which Close
+	// ends); UDP flows end with it.
 	stop()
 }
 
@@ -124,10 +126,9 @@ type Balancer struct {
 	listeners map[portKey]listener
 	drained   map[string]time.Time
 
-	// conns holds every proxied TCP connection, of published and of
-	// unpublished ports alike, so that Close can end them.
-	connsMu sync.Mutex
-	conns   map[*proxyConn]struct{}
+	// eng copies the bytes of established TCP connections, of published
+	// and of unpublished ports alike; started by the first Publish.
+	eng *engine
 	// wg counts every goroutine the balancer starts.
 	wg sync.WaitGroup
 }
@@ -149,7 +150,6 @@ func New(logger *slog.Logger) *Balancer {
 		pools:       map[portKey]*pool{},
 		listeners:   map[portKey]listener{},
 		drained:     map[string]time.Time{},
-		conns:       map[*proxyConn]struct{}{},
 	}
 }
 
@@ -204,6 +204,17 @@ func (b *Balancer) Publish(pc PortConfig) error {
 	}
 	if _, ok := b.listeners[key]; ok {
 		return &PortInUseError{Port: pc.Port, Protocol: proto, ByShoal: true}
+	}
+	if proto == "tcp" && b.eng == nil {
+		// A loop per CPU Go may use, like nginx's "worker_processes
+		// auto": a loop keeps at most one core busy, and while the kernel
+		// runs a task on one core the others still move bytes.
+		eng, err := newEngine(runtime.GOMAXPROCS(0))
+		if err != nil {
+			return fmt.Errorf("publish port %s: start the event loops: %w", key, err)
+		}
+		eng.start(&b.wg)
+		b.eng = eng
 	}
 	p := b.poolLocked(key)
 	addr := net.JoinHostPort(pc.ListenAddr, strconv.Itoa(int(pc.Port)))
@@ -350,36 +361,17 @@ func (b *Balancer) Close() error {
 		p.replace(nil)
 	}
 	b.pools = map[portKey]*pool{}
+	eng := b.eng
 	b.mu.Unlock()
 	b.cancel()
 	for _, l := range ls {
 		l.stop()
 	}
-	b.connsMu.Lock()
-	conns := b.conns
-	b.conns = nil // track refuses connections from now on
-	b.connsMu.Unlock()
-	for c := range conns {
-		c.abort()
+	if eng != nil {
+		// Resets every established connection; a connection handed
+		// over after this is reset by add.
+		eng.close()
 	}
 	b.wg.Wait()
 	return nil
-}
-
-// track registers a proxied connection so that Close can end it; false
-// means the balancer is closing and the connection must not start.
-func (b *Balancer) track(c *proxyConn) bool {
-	b.connsMu.Lock()
-	defer b.connsMu.Unlock()
-	if b.conns == nil {
-		return false
-	}
-	b.conns[c] = struct{}{}
-	return true
-}
-
-func (b *Balancer) untrack(c *proxyConn) {
-	b.connsMu.Lock()
-	delete(b.conns, c)
-	b.connsMu.Unlock()
 }

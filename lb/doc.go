@@ -26,9 +26,13 @@
 //     connection can reach it and the agent may send the stop signal.
 //
 // The cost is a second TCP connection per client connection and the
-// copying. The copy uses splice(2) (io.Copy between two *net.TCPConn), so
-// payload bytes never enter userspace. A kernel fast path (nftables DNAT,
-// or sockmap redirection under this same control path) may come later.
+// copying. Accepting, picking, dialing and the PROXY header are plain Go,
+// a goroutine per new connection; once both connections are up, their
+// sockets go to a few epoll event loops (copy.go says why not io.Copy)
+// that copy with read/write, two system calls per message as in nginx,
+// and hold nothing for an idle connection but its two sockets. A kernel
+// fast path (nftables DNAT, or sockmap redirection under this same
+// control path) may come later.
 //
 // # Spreading: least connections, round-robin tie-break
 //

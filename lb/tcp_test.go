@@ -13,6 +13,7 @@ import (
 	"time"
 
 	proxyproto "github.com/pires/go-proxyproto"
+	"golang.org/x/sys/unix"
 )
 
 func TestSpreadsRequestsOverBackends(t *testing.T) {
@@ -283,10 +284,14 @@ func TestHalfClose(t *testing.T) {
 }
 
 func TestProxyProtocol(t *testing.T) {
-	for _, version := range []string{"v1", "v2"} {
-		t.Run(version, func(t *testing.T) {
+	for _, tc := range []struct{ version, listen string }{
+		{"v1", "127.0.0.1"}, {"v2", "127.0.0.1"},
+		// Every address: a dual-stack socket, IPv4 clients as v4-mapped.
+		{"v1", "*"}, {"v2", "*"},
+	} {
+		t.Run(tc.version+"/"+tc.listen, func(t *testing.T) {
 			b := newTestBalancer(t)
-			port := publish(t, b, "tcp", "", version)
+			port := publish(t, b, "tcp", tc.listen, tc.version)
 			inner, err := net.Listen("tcp", "127.0.0.2:0")
 			if err != nil {
 				t.Fatal(err)
@@ -331,6 +336,35 @@ func TestProxyProtocol(t *testing.T) {
 				t.Errorf("backend saw the destination as %s, want %s", s.dst, portAddr(port))
 			}
 		})
+	}
+}
+
+// TestKeepAliveInherited checks that accepted connections get keep-alive
+// from the listening socket, since the balancer no longer sets it on each.
+func TestKeepAliveInherited(t *testing.T) {
+	b := newTestBalancer(t)
+	port := publish(t, b, "tcp", "", "")
+	x := startHoldBackend(t, "x", "127.0.0.1")
+	b.SetBackends(port, "tcp", []Backend{{"x", x.addr}})
+	dialHold(t, port)
+	// The client's socket as the event loop holds it.
+	fd := -1
+	waitFor(t, "the connection in an event loop", func() bool {
+		for _, l := range b.eng.loops {
+			l.mu.Lock()
+			for _, s := range l.sides {
+				if s == &s.t.a {
+					fd = s.fd
+				}
+			}
+			l.mu.Unlock()
+		}
+		return fd >= 0
+	})
+	on, _ := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_KEEPALIVE)
+	idle, _ := unix.GetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_KEEPIDLE)
+	if on != 1 || idle != 15 {
+		t.Errorf("accepted connection: SO_KEEPALIVE=%d TCP_KEEPIDLE=%d, want 1 and 15", on, idle)
 	}
 }
 
