@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/vishvananda/netlink"
@@ -139,7 +140,69 @@ func (m *Manager) setupBridge(l netlink.Link, b *bridge) error {
 	if err := enableForwarding(); err != nil {
 		return err
 	}
+	if err := m.applyVIPs(b); err != nil {
+		return err
+	}
 	return m.fw.addBridge(b.name, b.subnets())
+}
+
+// SetVIPs sets the service virtual IPs of every network, by network id.
+// Each network's bridge on this node carries its VIPs as /32 addresses,
+// now and whenever it is made again, so that the node answers ARP for
+// them: a task's connection to a VIP of its own subnet then reaches the
+// host, where the kernel load balancer (lb/dnat) sends it to a task.
+// Networks missing from vips lose their VIPs.
+func (m *Manager) SetVIPs(vips map[string][]net.IP) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.vips = make(map[string][]net.IP, len(vips))
+	for id, list := range vips {
+		m.vips[id] = slices.Clone(list)
+	}
+	var errs []error
+	for _, b := range m.bridges {
+		errs = append(errs, m.applyVIPs(b))
+	}
+	return errors.Join(errs...)
+}
+
+// applyVIPs makes b's /32 addresses equal the VIPs of its network. m.mu
+// is held.
+func (m *Manager) applyVIPs(b *bridge) error {
+	l, err := netlink.LinkByIndex(b.index)
+	if err != nil {
+		return fmt.Errorf("bridge %s: %w", b.name, err)
+	}
+	addrs, err := netlink.AddrList(l, netlink.FAMILY_V4)
+	if err != nil {
+		return fmt.Errorf("addresses of %s: %w", b.name, err)
+	}
+	want := map[string]bool{}
+	for _, ip := range m.vips[b.netID] {
+		if ip4 := ip.To4(); ip4 != nil {
+			want[ip4.String()] = true
+		}
+	}
+	var errs []error
+	for _, a := range addrs {
+		if ones, bits := a.Mask.Size(); ones != bits {
+			continue // a gateway
+		}
+		if want[a.IP.String()] {
+			delete(want, a.IP.String())
+			continue
+		}
+		if err := netlink.AddrDel(l, &a); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
+			errs = append(errs, fmt.Errorf("bridge %s: remove VIP %s: %w", b.name, a.IP, err))
+		}
+	}
+	for ip := range want {
+		a := &netlink.Addr{IPNet: &net.IPNet{IP: net.ParseIP(ip).To4(), Mask: net.CIDRMask(32, 32)}}
+		if err := netlink.AddrReplace(l, a); err != nil {
+			errs = append(errs, fmt.Errorf("bridge %s: add VIP %s: %w", b.name, ip, err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // deleteBridge removes a bridge and its firewall rules. m.mu is held.

@@ -75,6 +75,9 @@ type Manager struct {
 	// creating holds the tasks whose namespace Attach is making outside
 	// the lock; a rescan must not take their files for crash leftovers.
 	creating map[string]bool
+	// vips are the service VIPs of each network (SetVIPs), put on the
+	// network's bridge whenever it exists.
+	vips map[string][]net.IP
 }
 
 // task is what the manager knows of an attached task.
@@ -387,6 +390,10 @@ func (m *Manager) restoreLocked() error {
 			}
 			b := &bridge{netID: o.netID, name: a.Name, index: a.Index}
 			for _, ad := range addrs {
+				// A /32 is a service VIP (SetVIPs), not a gateway.
+				if ones, bits := ad.Mask.Size(); ones == bits {
+					continue
+				}
 				b.gateways = append(b.gateways, ad.IPNet)
 			}
 			bridges[o.netID] = b
@@ -416,7 +423,7 @@ func (m *Manager) restoreLocked() error {
 			errs = append(errs, m.deleteBridge(b))
 			continue
 		}
-		errs = append(errs, enableForwarding(), m.fw.addBridge(b.name, b.subnets()))
+		errs = append(errs, enableForwarding(), m.fw.addBridge(b.name, b.subnets()), m.applyVIPs(b))
 	}
 	m.log.Info("network state restored", "tasks", len(m.tasks), "bridges", len(m.bridges))
 	return errors.Join(errs...)

@@ -488,8 +488,8 @@ func TestDetachRemovesBridgeAndRules(t *testing.T) {
 		}
 		return n
 	}
-	if rulesOf(br1) != 5 || rulesOf(br2) != 5 {
-		t.Fatalf("rules: %d for %s, %d for %s; want 5 each", rulesOf(br1), br1, rulesOf(br2), br2)
+	if rulesOf(br1) != 6 || rulesOf(br2) != 6 {
+		t.Fatalf("rules: %d for %s, %d for %s; want 6 each", rulesOf(br1), br1, rulesOf(br2), br2)
 	}
 	hostA := e.m.tasks["taska"].endpoints[0].host
 
@@ -511,7 +511,7 @@ func TestDetachRemovesBridgeAndRules(t *testing.T) {
 	if _, err := netlink.LinkByName(br1); !isLinkNotFound(err) {
 		t.Errorf("bridge %s without tasks: %v", br1, err)
 	}
-	if rulesOf(br1) != 0 || rulesOf(br2) != 5 {
+	if rulesOf(br1) != 0 || rulesOf(br2) != 6 {
 		t.Errorf("after the last task of %s: %d rules left for it, %d for %s", br1, rulesOf(br1), rulesOf(br2), br2)
 	}
 	if gw := e.m.Gateways(); len(gw) != 1 || gw[n2.Id] == nil {
@@ -755,5 +755,68 @@ func TestNewRejectsBadPrefix(t *testing.T) {
 	m, err := New(Config{})
 	if err != nil || m.cfg.Prefix != DefaultPrefix || m.cfg.Table != DefaultTable || m.NsPath("x") != "/run/shoal/netns/x" {
 		t.Errorf("defaults: %+v %v", m, err)
+	}
+}
+
+// TestVIPsOnBridge: a network's VIPs are /32 addresses on its bridge, also
+// on a bridge made after SetVIPs; they are not mistaken for gateways
+// after a restart, and go when the network has none any more.
+func TestVIPsOnBridge(t *testing.T) {
+	e := newTestEnv(t)
+	n1 := e.network(0)
+	vip := net.ParseIP(ipOf(e.addr(0, 2)))
+	if err := e.m.SetVIPs(map[string][]net.IP{n1.Id: {vip}}); err != nil {
+		t.Fatal(err)
+	}
+	e.attach("taska", attach(n1, e.addr(0, 5)))
+	br := bridgeName(e.cfg.Prefix, n1.Id, 0)
+	vipsOf := func() []string {
+		t.Helper()
+		l, err := netlink.LinkByName(br)
+		if err != nil {
+			t.Fatal(err)
+		}
+		addrs, err := netlink.AddrList(l, netlink.FAMILY_V4)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, a := range addrs {
+			if ones, _ := a.Mask.Size(); ones == 32 {
+				out = append(out, a.IP.String())
+			}
+		}
+		return out
+	}
+	if got := vipsOf(); !slices.Equal(got, []string{vip.String()}) {
+		t.Fatalf("VIPs on a new bridge: %v, want [%s]", got, vip)
+	}
+	gw := e.m.Gateways()[n1.Id]
+
+	m2, err := New(e.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m2.Restore(); err != nil {
+		t.Fatal(err)
+	}
+	if got := m2.Gateways()[n1.Id]; !got.Equal(gw) {
+		t.Errorf("gateway after restore: %s, want %s", got, gw)
+	}
+	vip2 := net.ParseIP(ipOf(e.addr(0, 3)))
+	if err := m2.SetVIPs(map[string][]net.IP{n1.Id: {vip2}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := vipsOf(); !slices.Equal(got, []string{vip2.String()}) {
+		t.Errorf("VIPs after a change: %v, want [%s]", got, vip2)
+	}
+	if err := m2.SetVIPs(nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := vipsOf(); len(got) != 0 {
+		t.Errorf("VIPs after SetVIPs(nil): %v", got)
+	}
+	if err := m2.Detach("taska"); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -55,16 +55,17 @@ func (f *firewall) chains(c *nftables.Conn) (post, fwd *nftables.Chain) {
 // addBridge installs (or reinstalls) the rules of one bridge:
 //
 //	postrouting: ip saddr <subnet> oifname != <br> masquerade     (per subnet)
-//	forward:     iifname <br> oifname "<prefix>-br-*" oifname != <br> drop
+//	forward:     oifname <br> ct status dnat accept
+//	             iifname <br> oifname "<prefix>-br-*" oifname != <br> drop
 //	             iifname <br> accept
 //	             oifname <br> ct state established,related accept
 //	             oifname <br> drop
 //
-// The first forward rule keeps networks apart; the last keeps a task from
-// being reached by routing from outside, as in Docker: other hosts reach
-// tasks through published ports, which the ingress proxies from the host
-// itself (output, not forward). Publishing by DNAT would need an accept
-// rule before that drop.
+// The isolation rule keeps networks apart; the last keeps a task from
+// being reached by routing from outside, as in Docker. The exception is
+// the first rule: a connection the kernel load balancer (lb/dnat) sent to
+// a task, through a published port or a service VIP, whose rules decide
+// who may reach what.
 func (f *firewall) addBridge(br string, subnets []*net.IPNet) error {
 	c, err := nftables.New()
 	if err != nil {
@@ -85,6 +86,7 @@ func (f *firewall) addBridge(br string, subnets []*net.IPNet) error {
 	for _, s := range subnets {
 		add(post, concat(ipv4(), saddrIn(s), ifname(expr.MetaKeyOIFNAME, expr.CmpOpNeq, br), []expr.Any{&expr.Masq{}})...)
 	}
+	add(fwd, concat(ifname(expr.MetaKeyOIFNAME, expr.CmpOpEq, br), ctDNAT(), verdict(expr.VerdictAccept))...)
 	add(fwd, concat(
 		ifname(expr.MetaKeyIIFNAME, expr.CmpOpEq, br),
 		ifnamePrefix(expr.MetaKeyOIFNAME, bridgePrefix(f.prefix)),
@@ -270,4 +272,18 @@ func ctEstablished() []expr.Any {
 	}
 }
 
+// ctDNAT matches connections whose destination was rewritten by DNAT.
+func ctDNAT() []expr.Any {
+	return []expr.Any{
+		&expr.Ct{Register: 1, Key: expr.CtKeySTATUS},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
+			Mask: binaryutil.NativeEndian.PutUint32(ipsDstNAT),
+			Xor:  binaryutil.NativeEndian.PutUint32(0)},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(0)},
+	}
+}
+
 func verdict(k expr.VerdictKind) []expr.Any { return []expr.Any{&expr.Verdict{Kind: k}} }
+
+// ipsDstNAT is the kernel's IPS_DST_NAT conntrack status bit.
+const ipsDstNAT = 1 << 5
