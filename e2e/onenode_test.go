@@ -474,6 +474,21 @@ func TestBadInput(t *testing.T) {
 	if out := n.must("stack", "ls"); strings.Contains(out, "two") {
 		t.Errorf("the refused stack exists:\n%s", out)
 	}
+	// A port a program outside the swarm listens on.
+	busy, err := net.Listen("tcp", ":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	port := busy.Addr().(*net.TCPAddr).Port
+	three := write("three.yml", fmt.Sprintf("services:\n  web:\n    image: shoal-e2e/web:latest\n    ports:\n      - '%d:80'\n", port))
+	_, err = n.shoal("stack", "deploy", "-c", three, "three")
+	if want := fmt.Sprintf("port %d/tcp is already in use on node", port); err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("port of another program: %v, want it to say %q", err, want)
+	}
+	if out := n.must("stack", "ls"); strings.Contains(out, "three") {
+		t.Errorf("the refused stack exists:\n%s", out)
+	}
 }
 
 func TestMain(m *testing.M) {

@@ -271,6 +271,18 @@ func (b *Balancer) Unpublish(port uint16, proto string) error {
 	return nil
 }
 
+// Publishes reports whether the balancer has port/proto published.
+func (b *Balancer) Publishes(port uint16, proto string) bool {
+	proto, err := normProto(proto)
+	if err != nil {
+		return false
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	_, ok := b.listeners[portKey{port, proto}]
+	return ok
+}
+
 // SetBackends replaces the rotation of a port with bs; it is meant to be
 // called whenever a task behind the port reaches RUNNING or ends. It may
 // come before Publish. Backends of tasks that were drained are left out,

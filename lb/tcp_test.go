@@ -410,9 +410,15 @@ func TestUnpublish(t *testing.T) {
 	x := startHoldBackend(t, "x", "127.0.0.1")
 	b.SetBackends(port, "tcp", []Backend{{"x", x.addr}})
 	c, r, _ := dialHold(t, port)
+	if !b.Publishes(port, "tcp") || b.Publishes(port, "udp") {
+		t.Errorf("Publishes(%d, tcp/udp) = %v/%v, want true/false", port, b.Publishes(port, "tcp"), b.Publishes(port, "udp"))
+	}
 
 	if err := b.Unpublish(port, "tcp"); err != nil {
 		t.Fatal(err)
+	}
+	if b.Publishes(port, "tcp") {
+		t.Errorf("Publishes(%d, tcp) after Unpublish", port)
 	}
 	// The port is free at once…
 	l, err := net.Listen("tcp", portAddr(port))

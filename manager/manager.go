@@ -86,6 +86,7 @@ type Manager struct {
 	raft  *raftnode.Node
 	rt    *runtime.Runtime
 	net   *network.Manager
+	bal   *lb.Balancer // set before the control API serves
 
 	leaveOnce sync.Once
 	left      chan bool // force flag, when Leave was asked
@@ -213,6 +214,7 @@ func (m *Manager) run(ctx context.Context) error {
 	defer wg.Wait()
 	defer cancel()
 
+	m.bal = lb.New(cfg.Logger)
 	disp := dispatcher.New(m.store, m.raft, dispatcher.Config{Logger: cfg.Logger})
 	ctl := controlapi.New(m.store, m.raft, m.state.NodeID, controlapi.Hooks{
 		Info:     m.info,
@@ -220,6 +222,7 @@ func (m *Manager) run(ctx context.Context) error {
 		JoinAddr: func() string { return cfg.AdvertiseAddr },
 		TaskLogs: m.taskLogs,
 		NewToken: newToken,
+		PortFree: m.portFree,
 	})
 
 	// Control API: root-only unix socket.
@@ -267,7 +270,7 @@ func (m *Manager) run(ctx context.Context) error {
 	}
 	dnsSrv := dns.New(dns.Config{Logger: cfg.Logger})
 	defer dnsSrv.Close()
-	bal := lb.New(cfg.Logger)
+	bal := m.bal
 	defer bal.Close()
 	nc := &netctl.Controller{Store: m.store, NodeID: m.state.NodeID, Net: m.net, DNS: dnsSrv, LB: bal, Log: cfg.Logger}
 	wg.Add(1)
@@ -535,4 +538,36 @@ func (m *Manager) taskNetwork(t *typesv1.Task) (runtime.Network, error) {
 		n.DNS = []string{gw.String()}
 	}
 	return n, nil
+}
+
+// portFree says whether a published port that no service has yet can be
+// bound on this node: a program of the host's listening there would get
+// the connections meant for the service (Docker's ingress does not check
+// and silently takes the port over). A port the ingress balancer still
+// holds for a service just removed is shoal's, so free.
+func (m *Manager) portFree(port uint32, proto string) error {
+	if m.bal.Publishes(uint16(port), proto) {
+		return nil
+	}
+	addr := net.JoinHostPort("", strconv.Itoa(int(port)))
+	var err error
+	if proto == "udp" {
+		var c net.PacketConn
+		if c, err = net.ListenPacket("udp", addr); err == nil {
+			c.Close()
+		}
+	} else {
+		var l net.Listener
+		if l, err = net.Listen("tcp", addr); err == nil {
+			l.Close()
+		}
+	}
+	if errors.Is(err, unix.EADDRINUSE) {
+		host, _ := os.Hostname()
+		return fmt.Errorf("port %d/%s is already in use on node %s by a program outside the swarm", port, proto, host)
+	}
+	if err != nil {
+		return fmt.Errorf("port %d/%s cannot be published on node: %w", port, proto, err)
+	}
+	return nil
 }

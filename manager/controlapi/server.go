@@ -35,6 +35,10 @@ type Hooks struct {
 	TaskLogs TaskLogsFunc
 	// NewToken makes a join token (for rotation).
 	NewToken func() string
+	// PortFree, when set, says whether a port that no service publishes
+	// yet can be published on this node: an error (naming the port) when
+	// another program listens on it. Deploys that would publish it fail.
+	PortFree func(port uint32, proto string) error
 }
 
 // Server implements controlv1.ControlServer.
@@ -403,7 +407,7 @@ func (s *Server) UpdateService(ctx context.Context, req *controlv1.UpdateService
 		if req.GetVersion() != 0 && svc.GetMeta().GetVersion() != req.GetVersion() {
 			return fmt.Errorf("%w: service %s was changed meanwhile (version %d, not %d)", store.ErrSequenceConflict, svc.GetSpec().GetAnnotations().GetName(), svc.GetMeta().GetVersion(), req.GetVersion())
 		}
-		if err := checkPorts(tx, svc.GetId(), req.GetSpec()); err != nil {
+		if err := s.checkPorts(tx, svc, req.GetSpec()); err != nil {
 			return err
 		}
 		out = updateServiceSpec(b, svc, req.GetSpec())

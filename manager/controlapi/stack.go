@@ -32,7 +32,7 @@ func (s *Server) DeployStack(ctx context.Context, req *controlv1.DeployStackRequ
 	var resp *controlv1.DeployStackResponse
 	err := s.retry(ctx, func(tx store.ReadTx, b *store.Batch) error {
 		var err error
-		resp, err = planStack(tx, b, spec, req.GetPrune())
+		resp, err = s.planStack(tx, b, spec, req.GetPrune())
 		return err
 	})
 	if err != nil {
@@ -55,7 +55,7 @@ func labelled(a *typesv1.Annotations, stack string) *typesv1.Annotations {
 
 // planStack adds to b what deploying spec changes and returns the lines
 // Docker prints for it.
-func planStack(tx store.ReadTx, b *store.Batch, spec *typesv1.StackSpec, prune bool) (*controlv1.DeployStackResponse, error) {
+func (s *Server) planStack(tx store.ReadTx, b *store.Batch, spec *typesv1.StackSpec, prune bool) (*controlv1.DeployStackResponse, error) {
 	stack := spec.GetName()
 	resp := &controlv1.DeployStackResponse{}
 
@@ -194,11 +194,7 @@ func planStack(tx store.ReadTx, b *store.Batch, spec *typesv1.StackSpec, prune b
 		if len(existing) > 0 {
 			current = existing[0]
 		}
-		selfID := ""
-		if current != nil {
-			selfID = current.GetId()
-		}
-		if err := checkPorts(tx, selfID, ss); err != nil {
+		if err := s.checkPorts(tx, current, ss); err != nil {
 			return nil, err
 		}
 		if err := checkStackPorts(services, ss); err != nil {
@@ -239,6 +235,37 @@ func portKey(p *typesv1.PortConfig) string {
 
 // checkPorts refuses a published ingress port that another service already
 // publishes; every node listens on it, so two services cannot share it.
+// A port new to the service must also be free on this node (Hooks.PortFree):
+// another program listening there would take its connections.
+func (s *Server) checkPorts(tx store.ReadTx, self *typesv1.Service, spec *typesv1.ServiceSpec) error {
+	if err := checkPorts(tx, self.GetId(), spec); err != nil {
+		return err
+	}
+	if s.hooks.PortFree == nil {
+		return nil
+	}
+	had := map[string]bool{}
+	for _, p := range self.GetEndpoint().GetPorts() {
+		had[portKey(p)] = true
+	}
+	for _, p := range self.GetSpec().GetEndpoint().GetPorts() {
+		had[portKey(p)] = true
+	}
+	for _, p := range spec.GetEndpoint().GetPorts() {
+		if p.GetPublishedPort() == 0 || p.GetPublishMode() != typesv1.PortConfig_PUBLISH_MODE_INGRESS || had[portKey(p)] {
+			continue
+		}
+		proto := "tcp"
+		if p.GetProtocol() == typesv1.PortConfig_PROTOCOL_UDP {
+			proto = "udp"
+		}
+		if err := s.hooks.PortFree(p.GetPublishedPort(), proto); err != nil {
+			return invalidf("service %s: %v", spec.GetAnnotations().GetName(), err)
+		}
+	}
+	return nil
+}
+
 func checkPorts(tx store.ReadTx, selfID string, spec *typesv1.ServiceSpec) error {
 	want := map[string]*typesv1.PortConfig{}
 	for _, p := range spec.GetEndpoint().GetPorts() {
