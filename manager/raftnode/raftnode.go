@@ -7,6 +7,7 @@ package raftnode
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -107,8 +108,12 @@ type Config struct {
 	TrailingLogs   uint64
 	SnapshotRetain int // default DefaultSnapshotRetain
 
-	// Transport, if set, replaces the TCP transport on BindAddr (the
-	// mutual-TLS layer will); its LocalAddr is the advertised address.
+	// ServerTLS and ClientTLS, when both set, make every Raft connection
+	// mutual TLS (manager/ca's configs: managers only).
+	ServerTLS, ClientTLS *tls.Config
+
+	// Transport, if set, replaces the TCP transport on BindAddr; its
+	// LocalAddr is the advertised address.
 	Transport raft.Transport
 }
 
@@ -182,7 +187,10 @@ func Open(cfg Config) (*Node, error) {
 		if cfg.BindAddr == "" {
 			return nil, errors.New("raftnode: BindAddr or Transport is required")
 		}
-		stream, err := listenTCP(cfg.BindAddr, cfg.AdvertiseAddr)
+		if (cfg.ServerTLS == nil) != (cfg.ClientTLS == nil) {
+			return nil, errors.New("raftnode: ServerTLS and ClientTLS go together")
+		}
+		stream, err := listenTCP(cfg.BindAddr, cfg.AdvertiseAddr, cfg.ServerTLS, cfg.ClientTLS)
 		if err != nil {
 			return nil, err
 		}

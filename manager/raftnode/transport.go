@@ -1,6 +1,7 @@
 package raftnode
 
 import (
+	"crypto/tls"
 	"fmt"
 	"net"
 	"time"
@@ -8,13 +9,14 @@ import (
 	"github.com/hashicorp/raft"
 )
 
-// tcpStream is raft's stream layer over plain TCP. It exists, rather than
-// raft.NewTCPTransport, because it listens before it advertises: with a
-// bind port of 0 (tests) the advertised port is the one the kernel chose.
-// The mutual-TLS layer will replace it behind the same interface.
+// tcpStream is raft's stream layer over TCP, with mutual TLS when
+// configured. It exists, rather than raft.NewTCPTransport, because it
+// listens before it advertises: with a bind port of 0 (tests) the
+// advertised port is the one the kernel chose.
 type tcpStream struct {
 	net.Listener
 	advertise net.Addr
+	client    *tls.Config // nil: plain TCP
 }
 
 var _ raft.StreamLayer = (*tcpStream)(nil)
@@ -22,7 +24,18 @@ var _ raft.StreamLayer = (*tcpStream)(nil)
 func (s *tcpStream) Addr() net.Addr { return s.advertise }
 
 func (s *tcpStream) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
-	return (&net.Dialer{Timeout: timeout}).Dial("tcp", string(addr))
+	d := &net.Dialer{Timeout: timeout}
+	if s.client == nil {
+		return d.Dial("tcp", string(addr))
+	}
+	// The handshake is part of the dial, so that a peer that refuses
+	// this node's certificate fails here, within the timeout, and not on
+	// raft's first read.
+	c, err := tls.DialWithDialer(d, "tcp", string(addr), s.client)
+	if err != nil {
+		return nil, fmt.Errorf("raft dial %s: %w", addr, err)
+	}
+	return c, nil
 }
 
 // tcpAddr is an advertised address, which may name a host rather than an IP.
@@ -34,7 +47,8 @@ func (a tcpAddr) String() string  { return string(a) }
 // listenTCP listens on bind and works out the address peers dial: advertise
 // if set (its port may be 0 or absent: the bound port), else the bound
 // address, which must then be a specific IP.
-func listenTCP(bind, advertise string) (*tcpStream, error) {
+// With server and client TLS configs, every connection is mutual TLS.
+func listenTCP(bind, advertise string, server, client *tls.Config) (*tcpStream, error) {
 	ln, err := net.Listen("tcp", bind)
 	if err != nil {
 		return nil, fmt.Errorf("raft listen on %s: %w", bind, err)
@@ -45,7 +59,10 @@ func listenTCP(bind, advertise string) (*tcpStream, error) {
 		ln.Close()
 		return nil, err
 	}
-	return &tcpStream{Listener: ln, advertise: adv}, nil
+	if server != nil {
+		ln = tls.NewListener(ln, server)
+	}
+	return &tcpStream{Listener: ln, advertise: adv, client: client}, nil
 }
 
 func advertiseAddr(bound *net.TCPAddr, advertise string) (net.Addr, error) {
