@@ -48,10 +48,13 @@ func removeNsDir(dir string) error {
 // onto path (which must not exist) and brings its loopback up.
 //
 // The namespace is made by a goroutine locked to its OS thread that
-// unshares the thread's network namespace. That thread is never handed
-// back to the Go scheduler: the goroutine returns still locked, so the
-// runtime ends the thread rather than let other goroutines run in the new
-// namespace. This is what `ip netns add` does without the
+// unshares the thread's network namespace, then moves the thread back to
+// its first namespace before unlocking it. If the move fails, the
+// goroutine returns still locked, so the runtime ends the thread rather
+// than let other goroutines run in the new namespace. (Letting every
+// thread end that way is not enough: on the process's main thread the
+// runtime cannot end it and parks it, which keeps the namespace alive and
+// makes /proc/<pid>/ns/net point into it.) This is what `ip netns add` does without the
 // `ip netns exec` part, which remounts /sys and hides the cgroup v1
 // hierarchies.
 func createNetns(path string) error {
@@ -63,7 +66,19 @@ func createNetns(path string) error {
 	errc := make(chan error, 1)
 	go func() {
 		goruntime.LockOSThread()
-		// No UnlockOSThread: see above.
+		orig, err := os.Open("/proc/thread-self/ns/net")
+		if err != nil {
+			errc <- fmt.Errorf("open own network namespace: %w", err)
+			goruntime.UnlockOSThread()
+			return
+		}
+		defer orig.Close()
+		defer func() {
+			// Back home, the thread may serve other goroutines again.
+			if unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET) == nil {
+				goruntime.UnlockOSThread()
+			}
+		}()
 		errc <- func() error {
 			if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
 				return fmt.Errorf("unshare network namespace: %w", err)
