@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -96,9 +97,17 @@ func (r *Runtime) Exec(ctx context.Context, ref string, o ExecOptions) (int, err
 		return -1, fmt.Errorf("exec in %s: %w", name, err)
 	}
 	if master != nil {
-		// The slave side is closed once the process is gone; reading the
-		// master then ends with EIO.
-		master.Close()
+		// Once the process is gone and nothing else holds the slave side,
+		// reading the master returns what is still buffered and then EIO:
+		// closing it now would drop that output. A child left behind that
+		// keeps the terminal open gets a moment, then the master closes.
+		drained := make(chan struct{})
+		go func() { copies.Wait(); close(drained) }()
+		select {
+		case <-drained:
+		case <-time.After(ttyDrainTimeout):
+			master.Close()
+		}
 	}
 	copies.Wait()
 	if last.Exit == nil {
@@ -106,6 +115,10 @@ func (r *Runtime) Exec(ctx context.Context, ref string, o ExecOptions) (int, err
 	}
 	return last.Exit.Code, nil
 }
+
+// ttyDrainTimeout bounds the wait for a terminal's last output after the
+// exec'd process exited.
+const ttyDrainTimeout = 2 * time.Second
 
 // readExecReply reads one reply. The socket is SOCK_SEQPACKET, so each
 // read is exactly one reply with the descriptor (if any) that came with it.
