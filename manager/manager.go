@@ -29,6 +29,7 @@ import (
 	agentexec "github.com/shoal-dev/shoal/agent/exec"
 	"github.com/shoal-dev/shoal/internal/identity"
 	"github.com/shoal-dev/shoal/lb"
+	"github.com/shoal-dev/shoal/lb/dnat"
 	"github.com/shoal-dev/shoal/manager/controlapi"
 	"github.com/shoal-dev/shoal/manager/dispatcher"
 	"github.com/shoal-dev/shoal/manager/netctl"
@@ -87,6 +88,7 @@ type Manager struct {
 	rt    *runtime.Runtime
 	net   *network.Manager
 	bal   *lb.Balancer // set before the control API serves
+	kern  *dnat.Manager
 
 	leaveOnce sync.Once
 	left      chan bool // force flag, when Leave was asked
@@ -272,17 +274,27 @@ func (m *Manager) run(ctx context.Context) error {
 	defer dnsSrv.Close()
 	bal := m.bal
 	defer bal.Close()
-	nc := &netctl.Controller{Store: m.store, NodeID: m.state.NodeID, Net: m.net, DNS: dnsSrv, LB: bal, Log: cfg.Logger}
+	// The kernel table outlives a manager restart, so that published
+	// ports and VIPs keep working meanwhile; leaving removes it.
+	m.kern, err = dnat.New(dnat.Config{Logger: cfg.Logger})
+	if err != nil {
+		return err
+	}
+	nc := &netctl.Controller{Store: m.store, NodeID: m.state.NodeID, Net: m.net, DNS: dnsSrv, LB: bal, Kernel: m.kern, Log: cfg.Logger}
 	wg.Add(1)
 	go func() { defer wg.Done(); nc.Run(ctx) }()
 
 	exe := &agentexec.RuntimeExecutor{
-		Runtime:     m.rt,
-		Version:     Version,
-		Logger:      cfg.Logger,
-		Network:     m.taskNetwork,
-		BeforeStop:  func(t *typesv1.Task) { bal.Drain(t.GetId()) },
-		AfterRemove: func(t *typesv1.Task) { _ = m.net.Detach(t.GetId()) },
+		Runtime:    m.rt,
+		Version:    Version,
+		Logger:     cfg.Logger,
+		Network:    m.taskNetwork,
+		BeforeStop: func(t *typesv1.Task) { nc.Drain(t.GetId()) },
+		Publish:    nc.PublishHost,
+		AfterRemove: func(t *typesv1.Task) {
+			nc.TaskRemoved(t)
+			_ = m.net.Detach(t.GetId())
+		},
 	}
 	ag := agent.New(agent.Config{
 		Executor: exe,
@@ -474,6 +486,11 @@ func (m *Manager) cleanup(bool) error {
 	m.rt.Close()
 	if err := m.net.Cleanup(); err != nil {
 		errs = append(errs, err)
+	}
+	if m.kern != nil {
+		if err := m.kern.Close(); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	m.raft.Shutdown()
 	if err := cgroups.DeleteParent(m.cfg.CgroupParent); err != nil {

@@ -51,6 +51,10 @@ type RuntimeExecutor struct {
 	// signal: the load balancer takes the task out of rotation there, so
 	// no new connection reaches a task that is going away.
 	BeforeStop func(t *typesv1.Task)
+	// Publish, when set, runs in Prepare once the task has its network
+	// namespace, before its container is made: mode host ports are bound
+	// there, and its error (naming the port) fails the task.
+	Publish func(t *typesv1.Task) error
 	// AfterRemove, when set, runs once a task's container is gone: the
 	// network package releases the task's namespace and veths there.
 	AfterRemove func(t *typesv1.Task)
@@ -212,6 +216,11 @@ func (c *runtimeController) Prepare(ctx context.Context) error {
 	net, err := netFn(c.task)
 	if err != nil {
 		return fmt.Errorf("network: %w", err)
+	}
+	if c.e.Publish != nil {
+		if err := c.e.Publish(c.task); err != nil {
+			return err
+		}
 	}
 	spec, err := ContainerSpec(c.task, net)
 	if err != nil {

@@ -8,11 +8,14 @@ package netctl
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/shoal-dev/shoal/lb"
@@ -29,10 +32,19 @@ type Controller struct {
 	Net    *network.Manager
 	DNS    *dns.Server
 	LB     *lb.Balancer
+	// Kernel, when set, balances published ports and service VIPs in
+	// the kernel; without it VIPs do not answer and every published port
+	// goes through LB.
+	Kernel Kernel
 	Log    *slog.Logger
 
 	listening map[string]string // network id → address the DNS server listens on
-	published map[string]bool   // "port/proto"
+	published map[string]bool   // "port/proto" of ingress ports
+
+	hostMu    sync.Mutex
+	hostPorts map[string]*hostPort // "port/proto" → the task holding it
+
+	k kernelState
 }
 
 // Run syncs on every store change until ctx ends.
@@ -43,6 +55,7 @@ func (c *Controller) Run(ctx context.Context) {
 	c.Log = c.Log.With("component", "netctl")
 	c.listening = map[string]string{}
 	c.published = map[string]bool{}
+	defer c.stopProbes()
 	for ctx.Err() == nil {
 		events := c.Store.ViewAndWatch(ctx, func(store.ReadTx) {})
 		c.sync()
@@ -118,6 +131,7 @@ func (c *Controller) sync() {
 		}
 	}
 	c.syncDNS(services, byService)
+	c.computeVIPs(services, byService)
 	c.syncIngress(services, byService)
 }
 
@@ -200,40 +214,77 @@ func protoName(p typesv1.PortConfig_Protocol) string {
 	return "tcp"
 }
 
-// syncIngress publishes every ingress port of every service on this node
-// and points it at the service's running tasks.
+// frontend is one published port on this node: an ingress port of a
+// service (every node) or a mode host port of a task running here.
+type frontend struct {
+	name     string // service name, for logs and rule comments
+	port     uint16
+	proto    string
+	target   uint16
+	proxy    string // PROXY protocol version asked by the service's label
+	backends []lb.Backend
+	ids      []string // task ids of backends, in the same order
+	ips      []netip.Addr
+}
+
+func (f *frontend) key() string { return strconv.Itoa(int(f.port)) + "/" + f.proto }
+
+// taskAddr is the task's address on its first network.
+func taskAddr(t *typesv1.Task) (netip.Addr, bool) {
+	if len(t.GetNetworks()) == 0 || len(t.GetNetworks()[0].GetAddresses()) == 0 {
+		return netip.Addr{}, false
+	}
+	a, err := netip.ParsePrefix(t.GetNetworks()[0].GetAddresses()[0])
+	if err != nil {
+		return netip.Addr{}, false
+	}
+	return a.Addr(), true
+}
+
+func (f *frontend) add(t *typesv1.Task) {
+	ip, ok := taskAddr(t)
+	if !ok {
+		return
+	}
+	f.backends = append(f.backends, lb.Backend{TaskID: t.GetId(), Addr: net.JoinHostPort(ip.String(), strconv.Itoa(int(f.target)))})
+	f.ids = append(f.ids, t.GetId())
+	f.ips = append(f.ips, ip)
+}
+
+// syncIngress publishes every ingress port of every service on this node,
+// and the mode host ports of this node's tasks (bound by PublishHost),
+// and points them at the running tasks.
 func (c *Controller) syncIngress(services []*typesv1.Service, byService map[string][]*typesv1.Task) {
-	want := map[string]bool{}
 	sort.Slice(services, func(i, j int) bool { return services[i].GetId() < services[j].GetId() })
+	var fronts []*frontend
+	want := map[string]bool{}
+	ended := map[string]bool{} // this node's tasks that ended or are gone
+	live := map[string]bool{}
 	for _, svc := range services {
+		name := svc.GetSpec().GetAnnotations().GetName()
 		for _, p := range svc.GetEndpoint().GetPorts() {
 			if p.GetPublishMode() != typesv1.PortConfig_PUBLISH_MODE_INGRESS || p.GetPublishedPort() == 0 {
 				continue
 			}
-			proto := protoName(p.GetProtocol())
-			key := strconv.Itoa(int(p.GetPublishedPort())) + "/" + proto
-			want[key] = true
-			if !c.published[key] {
-				err := c.LB.Publish(lb.PortConfig{
-					Port:          uint16(p.GetPublishedPort()),
-					Protocol:      proto,
-					ProxyProtocol: svc.GetSpec().GetAnnotations().GetLabels()[ProxyProtocolLabel],
-				})
-				if err != nil {
-					c.Log.Warn("publish port", "service.name", svc.GetSpec().GetAnnotations().GetName(), "port", key, "err", err)
-					continue
-				}
-				c.published[key] = true
-			}
-			var backends []lb.Backend
+			f := &frontend{name: name, port: uint16(p.GetPublishedPort()), proto: protoName(p.GetProtocol()),
+				target: uint16(p.GetTargetPort()), proxy: svc.GetSpec().GetAnnotations().GetLabels()[ProxyProtocolLabel]}
 			for _, t := range byService[svc.GetId()] {
-				if !running(t) || len(t.GetNetworks()) == 0 || len(t.GetNetworks()[0].GetAddresses()) == 0 {
-					continue
+				if running(t) {
+					f.add(t)
 				}
-				ip := addrIP(t.GetNetworks()[0].GetAddresses()[0])
-				backends = append(backends, lb.Backend{TaskID: t.GetId(), Addr: net.JoinHostPort(ip.String(), strconv.Itoa(int(p.GetTargetPort())))})
 			}
-			c.LB.SetBackends(uint16(p.GetPublishedPort()), proto, backends)
+			want[f.key()] = true
+			fronts = append(fronts, f)
+		}
+		for _, t := range byService[svc.GetId()] {
+			if t.GetNodeId() != c.NodeID {
+				continue
+			}
+			if t.GetStatus().GetState() >= typesv1.TaskState_TASK_STATE_COMPLETE {
+				ended[t.GetId()] = true
+			} else {
+				live[t.GetId()] = true
+			}
 		}
 	}
 	for key := range c.published {
@@ -244,6 +295,131 @@ func (c *Controller) syncIngress(services []*typesv1.Service, byService map[stri
 			delete(c.published, key)
 		}
 	}
+	for _, f := range fronts {
+		if !c.published[f.key()] {
+			err := c.LB.Publish(lb.PortConfig{Port: f.port, Protocol: f.proto, ProxyProtocol: f.proxy})
+			if err != nil {
+				c.Log.Warn("publish port", "service.name", f.name, "port", f.key(), "err", err)
+				continue
+			}
+			c.published[f.key()] = true
+		}
+		c.LB.SetBackends(f.port, f.proto, f.backends)
+	}
+
+	// Mode host ports: held while their task lives on this node.
+	c.hostMu.Lock()
+	for key, h := range c.hostPorts {
+		if ended[h.task.GetId()] || !live[h.task.GetId()] {
+			c.releaseHostLocked(key)
+		}
+	}
+	var tasks []*typesv1.Task
+	for _, list := range byService {
+		tasks = append(tasks, list...)
+	}
+	byID := map[string]*typesv1.Task{}
+	for _, t := range tasks {
+		byID[t.GetId()] = t
+	}
+	keys := make([]string, 0, len(c.hostPorts))
+	for key := range c.hostPorts {
+		keys = append(keys, key)
+	}
+	sort.Strings(keys)
+	for _, key := range keys {
+		h := c.hostPorts[key]
+		f := &frontend{name: h.name, port: h.port, proto: h.proto, target: h.target}
+		if t := byID[h.task.GetId()]; t != nil && running(t) {
+			f.add(t)
+		}
+		c.LB.SetBackends(f.port, f.proto, f.backends)
+		fronts = append(fronts, f)
+	}
+	c.hostMu.Unlock()
+
+	c.k.mu.Lock()
+	c.k.fronts = fronts
+	c.k.mu.Unlock()
+	c.syncKernel()
+}
+
+// hostPort is a mode host port held for a task of this node.
+type hostPort struct {
+	task   *typesv1.Task
+	name   string
+	port   uint16
+	proto  string
+	target uint16
+}
+
+// PublishHost binds the mode host ports of task t on this node, before
+// its container is made; an error names the port and fails the task.
+// Tasks on the host's network bind their ports themselves.
+func (c *Controller) PublishHost(t *typesv1.Task) error {
+	if t.GetSpec().GetContainer().GetNetworkMode() == "host" {
+		return nil
+	}
+	ports := t.GetEndpoint().GetPorts()
+	if len(ports) == 0 {
+		ports = t.GetEndpoint().GetSpec().GetPorts()
+	}
+	c.hostMu.Lock()
+	defer c.hostMu.Unlock()
+	if c.hostPorts == nil {
+		c.hostPorts = map[string]*hostPort{}
+	}
+	var done []string
+	for _, p := range ports {
+		if p.GetPublishMode() != typesv1.PortConfig_PUBLISH_MODE_HOST || p.GetPublishedPort() == 0 {
+			continue
+		}
+		h := &hostPort{task: t, name: t.GetServiceAnnotations().GetName(), port: uint16(p.GetPublishedPort()),
+			proto: protoName(p.GetProtocol()), target: uint16(p.GetTargetPort())}
+		key := strconv.Itoa(int(h.port)) + "/" + h.proto
+		if old, ok := c.hostPorts[key]; ok {
+			if old.task.GetId() == t.GetId() {
+				continue
+			}
+			// Another task of this node holds it: the scheduler places
+			// no two such tasks on a node, so the holder has ended and
+			// its release is on its way.
+			c.releaseHostLocked(key)
+		}
+		if err := c.LB.Publish(lb.PortConfig{Port: h.port, Protocol: h.proto}); err != nil {
+			for _, k := range done {
+				c.releaseHostLocked(k)
+			}
+			return fmt.Errorf("publish mode host port: %w", err)
+		}
+		c.hostPorts[key] = h
+		done = append(done, key)
+		c.Log.Info("host port published", "task.id", t.GetId(), "port", key)
+	}
+	return nil
+}
+
+// ReleaseHost frees the mode host ports task taskID holds on this node.
+func (c *Controller) ReleaseHost(taskID string) {
+	c.hostMu.Lock()
+	defer c.hostMu.Unlock()
+	for key, h := range c.hostPorts {
+		if h.task.GetId() == taskID {
+			c.releaseHostLocked(key)
+		}
+	}
+}
+
+func (c *Controller) releaseHostLocked(key string) {
+	h := c.hostPorts[key]
+	if h == nil {
+		return
+	}
+	delete(c.hostPorts, key)
+	if err := c.LB.Unpublish(h.port, h.proto); err != nil {
+		c.Log.Warn("unpublish host port", "port", key, "err", err)
+	}
+	c.Log.Info("host port released", "task.id", h.task.GetId(), "port", key)
 }
 
 // ProxyProtocolLabel on a service asks the ingress to send a PROXY protocol
