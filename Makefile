@@ -30,6 +30,8 @@ build:
 deps:
 	@need=""; \
 	command -v ip >/dev/null || need="$$need iproute2"; \
+	command -v nft >/dev/null || need="$$need nftables"; \
+	command -v curl >/dev/null || need="$$need curl"; \
 	if [ -n "$$need" ]; then \
 	  echo "installing:$$need"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$need; \

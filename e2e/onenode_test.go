@@ -489,6 +489,15 @@ func TestBadInput(t *testing.T) {
 	if out := n.must("stack", "ls"); strings.Contains(out, "three") {
 		t.Errorf("the refused stack exists:\n%s", out)
 	}
+	// A mode host port is bound where the task lands: the task fails,
+	// and says which port.
+	four := write("four.yml", fmt.Sprintf("services:\n  web:\n    image: shoal-e2e/web:latest\n    ports:\n      - target: 80\n        published: %d\n        mode: host\n", port))
+	n.must("stack", "deploy", "-c", four, "four")
+	want := fmt.Sprintf("port %d/tcp is already in use on this node", port)
+	poll(t, "the mode host task failing on its port", 30*time.Second, func() bool {
+		out, _ := n.shoal("service", "ps", "--no-trunc", "four_web")
+		return strings.Contains(out, want)
+	})
 }
 
 func TestMain(m *testing.M) {

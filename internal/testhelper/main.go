@@ -13,6 +13,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -54,6 +55,8 @@ func init() {
 		"alloc":    {"MB", cmdAlloc},
 		"trap":     {"[ignore]", cmdTrap},
 		"serve":    {"PORT (prints: listening ADDR)", cmdServe},
+		"lookup":   {"NAME (prints its addresses, sorted, one a line)", cmdLookup},
+		"fetch":    {"URL N (N requests, a new connection each; prints each body)", cmdFetch},
 		"spin":     {"[THREADS]", cmdSpin},
 		"log":      {"N SIZE", cmdLog},
 		"stderr":   {"TEXT…", cmdStderr},
@@ -436,10 +439,16 @@ func cmdServe(args []string) int {
 	fmt.Println("listening", ln.Addr())
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
+	// SIGTERM finishes the requests in progress, as a well-behaved
+	// server does, so that a test can tell a dropped request from one
+	// the server was killed in the middle of.
+	term := make(chan os.Signal, 1)
+	signal.Notify(term, syscall.SIGTERM)
 	select {
 	case err := <-errc:
 		return fail(err)
 	case <-exit:
+	case <-term:
 	}
 	// Shutdown lets the /exit response reach the client first.
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -625,5 +634,44 @@ func cmdTty(args []string) int {
 		return 1
 	}
 	fmt.Println(l)
+	return 0
+}
+
+func cmdLookup(args []string) int {
+	if !wantArgs(args, 1, 1) {
+		return 2
+	}
+	addrs, err := net.LookupHost(args[0])
+	if err != nil {
+		return fail(err)
+	}
+	slices.Sort(addrs)
+	for _, a := range addrs {
+		fmt.Println(a)
+	}
+	return 0
+}
+
+func cmdFetch(args []string) int {
+	if !wantArgs(args, 2, 2) {
+		return 2
+	}
+	n, err := strconv.Atoi(args[1])
+	if err != nil {
+		return fail(err)
+	}
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	for range n {
+		resp, err := client.Get(args[0])
+		if err != nil {
+			return fail(err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			return fail(err)
+		}
+		fmt.Print(string(body))
+	}
 	return 0
 }
