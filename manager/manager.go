@@ -7,6 +7,7 @@ package manager
 import (
 	"context"
 	"crypto/rand"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -22,6 +23,7 @@ import (
 
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/test/bufconn"
 
@@ -30,6 +32,7 @@ import (
 	"github.com/shoal-dev/shoal/internal/identity"
 	"github.com/shoal-dev/shoal/lb"
 	"github.com/shoal-dev/shoal/lb/dnat"
+	"github.com/shoal-dev/shoal/manager/ca"
 	"github.com/shoal-dev/shoal/manager/controlapi"
 	"github.com/shoal-dev/shoal/manager/dispatcher"
 	"github.com/shoal-dev/shoal/manager/netctl"
@@ -39,6 +42,7 @@ import (
 	"github.com/shoal-dev/shoal/manager/store"
 	"github.com/shoal-dev/shoal/network"
 	"github.com/shoal-dev/shoal/network/dns"
+	clusterv1 "github.com/shoal-dev/shoal/proto/cluster/v1"
 	controlv1 "github.com/shoal-dev/shoal/proto/control/v1"
 	dispatcherv1 "github.com/shoal-dev/shoal/proto/dispatcher/v1"
 	nodev1 "github.com/shoal-dev/shoal/proto/node/v1"
@@ -61,7 +65,12 @@ type Config struct {
 	RaftAddr      string // default: the listen host, port 2378
 	// Init creates a new swarm; without it the manager resumes the one in
 	// DataDir (after a crash or reboot).
-	Init         bool
+	Init bool
+	// Join is the address of a manager of the swarm to join, with Token
+	// (a join token); without Init or Join the manager resumes the swarm
+	// in DataDir.
+	Join         string
+	Token        string
 	InitPath     string // shoal-init; default beside the executable
 	CgroupParent string // default "shoal"
 	Logger       *slog.Logger
@@ -76,6 +85,7 @@ var ErrNotInSwarm = errors.New("this node is not part of a swarm: run `shoal swa
 type nodeState struct {
 	NodeID    string `json:"node_id"`
 	ClusterID string `json:"cluster_id"`
+	Role      string `json:"role,omitempty"`
 }
 
 // Manager is a running shoal-manager.
@@ -89,6 +99,11 @@ type Manager struct {
 	net   *network.Manager
 	bal   *lb.Balancer // set before the control API serves
 	kern  *dnat.Manager
+
+	ident    *ca.Identity
+	pool     *x509.CertPool
+	peers    peers
+	proposer store.Proposer // forwarder: writes go to the leader
 
 	leaveOnce sync.Once
 	left      chan bool // force flag, when Leave was asked
@@ -152,22 +167,53 @@ func Run(ctx context.Context, cfg Config) error {
 
 func (m *Manager) run(ctx context.Context) error {
 	cfg := m.cfg
-	fresh := false
+	m.peers.m = m
+	defer m.peers.close()
+	m.proposer = forwarder{m}
+	fresh, joining := false, false
+	var root *ca.CA
 	b, err := os.ReadFile(m.statePath())
 	switch {
 	case err == nil:
-		if cfg.Init {
+		if cfg.Init || cfg.Join != "" {
 			return ErrAlreadyInSwarm
 		}
 		if err := json.Unmarshal(b, &m.state); err != nil {
 			return fmt.Errorf("%s: %w", m.statePath(), err)
 		}
-	case errors.Is(err, os.ErrNotExist):
-		if !cfg.Init {
-			return ErrNotInSwarm
+		if err := m.loadIdentity(); err != nil {
+			return err
 		}
+	case errors.Is(err, os.ErrNotExist) && cfg.Init:
 		fresh = true
-		m.state = nodeState{NodeID: identity.NewID(), ClusterID: identity.NewID()}
+		m.state = nodeState{NodeID: identity.NewID(), ClusterID: identity.NewID(), Role: ca.RoleManager}
+		if root, err = m.newSwarmIdentity(); err != nil {
+			return err
+		}
+		if err := m.loadIdentity(); err != nil {
+			return err
+		}
+	case errors.Is(err, os.ErrNotExist) && cfg.Join != "":
+		joining = true
+		resp, keyPEM, err := m.joinSwarm(ctx)
+		if err != nil {
+			return err
+		}
+		if resp.GetRole() != typesv1.NodeRole_NODE_ROLE_MANAGER {
+			return fmt.Errorf("joined as worker node %s, but worker nodes (shoal-agent) are not available yet: join with the manager token", resp.GetNodeId())
+		}
+		m.state = nodeState{NodeID: resp.GetNodeId(), ClusterID: resp.GetClusterId(), Role: ca.RoleManager}
+		if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+			return err
+		}
+		if err := ca.SaveNode(m.certDir(), resp.GetCertPem(), keyPEM, resp.GetCaPem()); err != nil {
+			return err
+		}
+		if err := m.loadIdentity(); err != nil {
+			return err
+		}
+	case errors.Is(err, os.ErrNotExist):
+		return ErrNotInSwarm
 	default:
 		return err
 	}
@@ -187,18 +233,34 @@ func (m *Manager) run(ctx context.Context) error {
 		Bootstrap:     fresh,
 		Store:         m.store,
 		Logger:        cfg.Logger,
+		ServerTLS:     ca.ServerTLS(m.pool, m.ident, ca.Policy{Roles: []string{ca.RoleManager}}),
+		ClientTLS:     ca.ClientTLS(m.pool, m.ident, ca.ManagerName),
 	})
 	if err != nil {
 		return fmt.Errorf("raft: %w", err)
 	}
 	defer m.raft.Shutdown()
+	if joining {
+		c, err := m.peers.conn(cfg.Join)
+		if err != nil {
+			return err
+		}
+		actx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		_, err = clusterv1.NewClusterClient(c).AddManager(actx, &clusterv1.AddManagerRequest{RaftAddr: advertiseRaft(cfg)})
+		cancel()
+		if err != nil {
+			return fmt.Errorf("join raft through %s: %w", cfg.Join, err)
+		}
+	}
 	if err := m.waitLeader(ctx, 20*time.Second); err != nil {
 		return err
 	}
 	if fresh {
-		if err := m.createSwarm(ctx); err != nil {
+		if err := m.createSwarm(ctx, root); err != nil {
 			return err
 		}
+	}
+	if fresh || joining {
 		if err := writeFileAtomic(m.statePath(), mustJSON(m.state)); err != nil {
 			return err
 		}
@@ -217,14 +279,15 @@ func (m *Manager) run(ctx context.Context) error {
 	defer cancel()
 
 	m.bal = lb.New(cfg.Logger)
-	disp := dispatcher.New(m.store, m.raft, dispatcher.Config{Logger: cfg.Logger})
-	ctl := controlapi.New(m.store, m.raft, m.state.NodeID, controlapi.Hooks{
-		Info:     m.info,
-		Leave:    m.leave,
-		JoinAddr: func() string { return cfg.AdvertiseAddr },
-		TaskLogs: m.taskLogs,
-		NewToken: newToken,
-		PortFree: m.portFree,
+	disp := dispatcher.New(m.store, m.proposer, dispatcher.Config{Logger: cfg.Logger, IsLeader: m.raft.IsLeader})
+	ctl := controlapi.New(m.store, m.proposer, m.state.NodeID, controlapi.Hooks{
+		Info:          m.info,
+		Leave:         m.leave,
+		JoinAddr:      func() string { return cfg.AdvertiseAddr },
+		TaskLogs:      m.taskLogs,
+		NewToken:      m.newToken,
+		PortFree:      m.portFree,
+		ManagerStatus: m.managerStatus,
 	})
 
 	// Control API: root-only unix socket.
@@ -249,14 +312,20 @@ func (m *Manager) run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", cfg.ListenAddr, err)
 	}
+	// Every TCP connection is mutual TLS; only Join goes without a
+	// node certificate.
 	pipe := bufconn.Listen(1 << 20)
-	dispSrv := grpc.NewServer()
+	dispSrv := grpc.NewServer(grpc.Creds(credentials.NewTLS(m.serverTLS())),
+		grpc.UnaryInterceptor(unaryAuth), grpc.StreamInterceptor(streamAuth))
 	dispatcherv1.RegisterDispatcherServer(dispSrv, disp)
-	for _, ln := range []net.Listener{tcpLn, pipe} {
-		wg.Add(1)
-		go func(ln net.Listener) { defer wg.Done(); _ = dispSrv.Serve(ln) }(ln)
-	}
+	clusterv1.RegisterClusterServer(dispSrv, &clusterServer{m: m})
+	pipeSrv := grpc.NewServer()
+	dispatcherv1.RegisterDispatcherServer(pipeSrv, disp)
+	wg.Add(2)
+	go func() { defer wg.Done(); _ = dispSrv.Serve(tcpLn) }()
+	go func() { defer wg.Done(); _ = pipeSrv.Serve(pipe) }()
 	defer dispSrv.Stop()
+	defer pipeSrv.Stop()
 
 	wg.Add(1)
 	go func() { defer wg.Done(); m.leaderLoop(ctx, disp) }()
@@ -301,7 +370,21 @@ func (m *Manager) run(ctx context.Context) error {
 		NodeID:   m.state.NodeID,
 		Addr:     cfg.AdvertiseAddr,
 		Logger:   cfg.Logger,
+		// The embedded agent talks to the leader's dispatcher: its own
+		// through a pipe while this node leads, another's over TLS.
 		Dial: func(ctx context.Context) (dispatcherv1.DispatcherClient, func() error, error) {
+			if !m.raft.IsLeader() {
+				if _, id := m.raft.Leader(); id != "" {
+					if addr := m.apiAddrOf(id); addr != "" {
+						conn, err := grpc.NewClient("passthrough:///"+addr,
+							grpc.WithTransportCredentials(credentials.NewTLS(ca.ClientTLS(m.pool, m.ident, ca.ManagerName))))
+						if err != nil {
+							return nil, nil, err
+						}
+						return dispatcherv1.NewDispatcherClient(conn), conn.Close, nil
+					}
+				}
+			}
 			conn, err := grpc.NewClient("passthrough:///embedded",
 				grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return pipe.DialContext(ctx) }),
 				grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -321,6 +404,7 @@ func (m *Manager) run(ctx context.Context) error {
 	case force := <-m.left:
 		cancel()
 		dispSrv.Stop()
+		pipeSrv.Stop()
 		ctlSrv.Stop()
 		wg.Wait()
 		return m.cleanup(force)
@@ -400,27 +484,19 @@ func (m *Manager) leaderLoop(ctx context.Context, disp *dispatcher.Dispatcher) {
 }
 
 // createSwarm writes the cluster object and this node, the first manager.
-func (m *Manager) createSwarm(ctx context.Context) error {
-	host, _ := os.Hostname()
-	var mem int64
-	var si unix.Sysinfo_t
-	if unix.Sysinfo(&si) == nil {
-		mem = int64(si.Totalram) * int64(si.Unit)
-	}
+func (m *Manager) createSwarm(ctx context.Context, root *ca.CA) error {
 	b := m.store.NewBatch()
 	b.CreateCluster(&typesv1.Cluster{
 		Id:         m.state.ClusterID,
 		Spec:       &typesv1.ClusterSpec{Annotations: &typesv1.Annotations{Name: "default"}, TaskHistoryLimit: orchestrator.DefaultHistoryLimit},
-		JoinTokens: &typesv1.JoinTokens{Worker: newToken(), Manager: newToken()},
+		JoinTokens: &typesv1.JoinTokens{Worker: mustToken(root), Manager: mustToken(root)},
+		RootCa:     &typesv1.RootCA{CaCert: root.CertPEM, CaKey: root.KeyPEM, CaDigest: root.Digest()},
 	})
 	b.CreateNode(&typesv1.Node{
-		Id:   m.state.NodeID,
-		Role: typesv1.NodeRole_NODE_ROLE_MANAGER,
-		Spec: &typesv1.NodeSpec{Annotations: &typesv1.Annotations{}, DesiredRole: typesv1.NodeRole_NODE_ROLE_MANAGER},
-		Description: &typesv1.NodeDescription{
-			Hostname: host, Os: goruntime.GOOS, Architecture: goruntime.GOARCH, Version: Version,
-			Resources: &typesv1.Resources{NanoCpus: int64(goruntime.NumCPU()) * 1e9, MemoryBytes: mem},
-		},
+		Id:            m.state.NodeID,
+		Role:          typesv1.NodeRole_NODE_ROLE_MANAGER,
+		Spec:          &typesv1.NodeSpec{Annotations: &typesv1.Annotations{}, DesiredRole: typesv1.NodeRole_NODE_ROLE_MANAGER},
+		Description:   m.describe(),
 		Status:        &typesv1.NodeStatus{State: typesv1.NodeState_NODE_STATE_READY, Addr: m.cfg.AdvertiseAddr},
 		ManagerStatus: &typesv1.ManagerStatus{RaftId: m.state.NodeID, Addr: advertiseRaft(m.cfg), Leader: true, Reachability: typesv1.Reachability_REACHABILITY_REACHABLE},
 	})
@@ -428,11 +504,22 @@ func (m *Manager) createSwarm(ctx context.Context) error {
 	return err
 }
 
-// newToken makes a join token in the SHL-1-<digest>-<secret> form. The
-// digest part names the cluster CA once mutual TLS lands; until then it is
-// random like the secret.
-func newToken() string {
-	return "SHL-1-" + randBase36(50) + "-" + randBase36(25)
+// newToken makes a join token of the swarm's CA, for rotation.
+func (m *Manager) newToken() string {
+	root, _, err := m.signer()
+	if err != nil {
+		m.log.Error("join token", "err", err)
+		return ""
+	}
+	return mustToken(root)
+}
+
+func mustToken(root *ca.CA) string {
+	t, err := ca.NewToken(root)
+	if err != nil {
+		panic(err) // crypto/rand failing
+	}
+	return t
 }
 
 func randBase36(n int) string {
@@ -587,4 +674,38 @@ func (m *Manager) portFree(port uint32, proto string) error {
 		return fmt.Errorf("port %d/%s cannot be published on node: %w", port, proto, err)
 	}
 	return nil
+}
+
+// describe is this node's description as a joining node sends it; the
+// agent keeps it current once it runs.
+func (m *Manager) describe() *typesv1.NodeDescription {
+	host, _ := os.Hostname()
+	var mem int64
+	var si unix.Sysinfo_t
+	if unix.Sysinfo(&si) == nil {
+		mem = int64(si.Totalram) * int64(si.Unit)
+	}
+	return &typesv1.NodeDescription{
+		Hostname: host, Os: goruntime.GOOS, Architecture: goruntime.GOARCH, Version: Version,
+		Resources: &typesv1.Resources{NanoCpus: int64(goruntime.NumCPU()) * 1e9, MemoryBytes: mem},
+	}
+}
+
+// managerStatus fills a manager node's Raft status as this manager sees
+// it: the leader Raft names, and reachability from the node's heartbeats
+// (a manager whose agent stopped heartbeating the leader is Unreachable).
+func (m *Manager) managerStatus(n *typesv1.Node) {
+	_, leader := m.raft.Leader()
+	ms := n.GetManagerStatus()
+	if ms == nil {
+		ms = &typesv1.ManagerStatus{RaftId: n.GetId()}
+		n.ManagerStatus = ms
+	}
+	ms.Leader = leader != "" && leader == n.GetId()
+	switch {
+	case ms.Leader || n.GetId() == m.state.NodeID || n.GetStatus().GetState() == typesv1.NodeState_NODE_STATE_READY:
+		ms.Reachability = typesv1.Reachability_REACHABILITY_REACHABLE
+	default:
+		ms.Reachability = typesv1.Reachability_REACHABILITY_UNREACHABLE
+	}
 }

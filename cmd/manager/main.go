@@ -24,6 +24,8 @@ func main() {
 	flag.StringVar(&cfg.AdvertiseAddr, "advertise-addr", "", "address other nodes reach this one at (host:port; default: the first non-loopback address)")
 	flag.StringVar(&cfg.RaftAddr, "raft-addr", "", "address Raft listens on (default: the listen host, port 2378)")
 	flag.BoolVar(&cfg.Init, "init", false, "create a new swarm with this node as its first manager")
+	flag.StringVar(&cfg.Join, "join", "", "join the swarm of the manager at this address (host:port), with --token")
+	flag.StringVar(&cfg.Token, "token", "", "join token (shoal swarm join-token manager)")
 	flag.StringVar(&cfg.InitPath, "init-path", "", "shoal-init binary (default: beside this program)")
 	flag.StringVar(&cfg.CgroupParent, "cgroup-parent", "shoal", "cgroup under which containers are placed")
 	flag.StringVar(&level, "log-level", "info", "debug, info, warn or error")

@@ -39,6 +39,9 @@ type Hooks struct {
 	// yet can be published on this node: an error (naming the port) when
 	// another program listens on it. Deploys that would publish it fail.
 	PortFree func(port uint32, proto string) error
+	// ManagerStatus, when set, fills a manager node's live Raft status
+	// (leader, reachability) on the copy a reader gets.
+	ManagerStatus func(n *typesv1.Node)
 }
 
 // Server implements controlv1.ControlServer.
@@ -241,7 +244,7 @@ func (s *Server) ListNodes(ctx context.Context, req *controlv1.ListNodesRequest)
 				continue
 			}
 		}
-		out = append(out, n)
+		out = append(out, s.live(n))
 	}
 	sort.Slice(out, func(i, j int) bool {
 		return out[i].GetDescription().GetHostname()+out[i].GetId() < out[j].GetDescription().GetHostname()+out[j].GetId()
@@ -283,7 +286,17 @@ func (s *Server) GetNode(ctx context.Context, req *controlv1.GetNodeRequest) (*c
 	if err != nil {
 		return nil, grpcError(err)
 	}
-	return &controlv1.GetNodeResponse{Node: n}, nil
+	return &controlv1.GetNodeResponse{Node: s.live(n)}, nil
+}
+
+// live is n with its Raft status as this manager sees it now.
+func (s *Server) live(n *typesv1.Node) *typesv1.Node {
+	if s.hooks.ManagerStatus == nil || n.GetRole() != typesv1.NodeRole_NODE_ROLE_MANAGER {
+		return n
+	}
+	n = proto.CloneOf(n)
+	s.hooks.ManagerStatus(n)
+	return n
 }
 
 // UpdateNode replaces a node's spec (availability, labels, role).

@@ -6,6 +6,8 @@ package dispatcher
 import (
 	"context"
 	"errors"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/peer"
 	"log/slog"
 	"sync"
 	"time"
@@ -16,6 +18,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/shoal-dev/shoal/internal/identity"
+	"github.com/shoal-dev/shoal/manager/ca"
 	"github.com/shoal-dev/shoal/manager/store"
 	dispatcherv1 "github.com/shoal-dev/shoal/proto/dispatcher/v1"
 	typesv1 "github.com/shoal-dev/shoal/proto/types/v1"
@@ -32,6 +35,10 @@ type Config struct {
 	// (default 10 ms).
 	FlushInterval time.Duration
 	Logger        *slog.Logger
+	// IsLeader, when set, limits sessions to the leader: every node's
+	// liveness is then known in one place, and a follower's agent is told
+	// to go to the leader.
+	IsLeader func() bool
 }
 
 // Dispatcher implements dispatcherv1.DispatcherServer.
@@ -47,6 +54,11 @@ type Dispatcher struct {
 	byNode   map[string]*session
 
 	updates chan statusUpdate
+	// expect holds nodes that were Ready when this dispatcher started
+	// leading, with the time by which they must open a session here or be
+	// marked Down: a node that died with the old leader has no session
+	// to expire.
+	expect map[string]time.Time
 }
 
 var _ dispatcherv1.DispatcherServer = (*Dispatcher)(nil)
@@ -90,6 +102,7 @@ func New(s *store.Store, p store.Proposer, cfg Config) *Dispatcher {
 // Run writes batched status updates and marks nodes whose heartbeats
 // stopped as Down, until ctx ends.
 func (d *Dispatcher) Run(ctx context.Context) {
+	d.expectReadyNodes()
 	tick := time.NewTicker(d.cfg.HeartbeatPeriod / 2)
 	defer tick.Stop()
 	flush := time.NewTimer(time.Hour)
@@ -154,10 +167,34 @@ func (d *Dispatcher) writeStatuses(ctx context.Context, pending map[string]statu
 	}
 }
 
+// expectReadyNodes gives every node the store says is Ready one grace
+// period to open a session with this dispatcher.
+func (d *Dispatcher) expectReadyNodes() {
+	var nodes []*typesv1.Node
+	d.store.View(func(tx store.ReadTx) { nodes, _ = store.FindNodes(tx, store.All) })
+	deadline := time.Now().Add(d.grace())
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.expect = map[string]time.Time{}
+	for _, n := range nodes {
+		if n.GetStatus().GetState() == typesv1.NodeState_NODE_STATE_READY && d.byNode[n.GetId()] == nil {
+			d.expect[n.GetId()] = deadline
+		}
+	}
+}
+
 func (d *Dispatcher) expireSessions(ctx context.Context) {
 	now := time.Now()
 	var dead []string
 	d.mu.Lock()
+	for id, deadline := range d.expect {
+		if d.byNode[id] != nil {
+			delete(d.expect, id)
+		} else if now.After(deadline) {
+			delete(d.expect, id)
+			dead = append(dead, id)
+		}
+	}
 	for id, s := range d.sessions {
 		if now.After(s.deadline) {
 			delete(d.sessions, id)
@@ -239,10 +276,20 @@ func (d *Dispatcher) registerNode(ctx context.Context, req *dispatcherv1.Session
 
 // Session registers a node and keeps its session open.
 func (d *Dispatcher) Session(req *dispatcherv1.SessionRequest, stream dispatcherv1.Dispatcher_SessionServer) error {
+	ctx := stream.Context()
+	// Over TCP the node is who its certificate says; the request's id is
+	// only taken from the manager's own embedded agent.
+	if nc, ok := PeerNode(ctx); ok {
+		req.NodeId = nc.NodeID
+	} else if isRemote(ctx) {
+		return status.Error(codes.Unauthenticated, "session: no node certificate")
+	}
 	if req.GetNodeId() == "" {
 		return status.Error(codes.InvalidArgument, "session: no node id")
 	}
-	ctx := stream.Context()
+	if d.cfg.IsLeader != nil && !d.cfg.IsLeader() {
+		return status.Error(codes.FailedPrecondition, "this manager is not the leader")
+	}
 	if err := d.registerNode(ctx, req); err != nil {
 		return status.Errorf(codes.Unavailable, "register node: %v", err)
 	}
@@ -260,11 +307,30 @@ func (d *Dispatcher) Session(req *dispatcherv1.SessionRequest, stream dispatcher
 	if err := stream.Send(&dispatcherv1.SessionMessage{SessionId: s.id, NodeId: s.nodeID}); err != nil {
 		return err
 	}
-	select {
-	case <-ctx.Done():
-	case <-s.done:
+	// A dispatcher that stops leading ends its sessions, so that their
+	// agents go to the new leader.
+	tick := time.NewTicker(d.cfg.HeartbeatPeriod)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-s.done:
+			return nil
+		case <-tick.C:
+			if d.cfg.IsLeader != nil && !d.cfg.IsLeader() {
+				d.mu.Lock()
+				if d.sessions[s.id] == s {
+					delete(d.sessions, s.id)
+					if d.byNode[s.nodeID] == s {
+						delete(d.byNode, s.nodeID)
+					}
+				}
+				d.mu.Unlock()
+				return status.Error(codes.FailedPrecondition, "this manager is no longer the leader")
+			}
+		}
 	}
-	return nil
 }
 
 func (d *Dispatcher) grace() time.Duration {
@@ -407,4 +473,28 @@ func (d *Dispatcher) addChange(msg *dispatcherv1.AssignmentsMessage, ev store.Ev
 		delete(known, t.GetId())
 		msg.Changes = append(msg.Changes, &dispatcherv1.AssignmentChange{Action: dispatcherv1.AssignmentChange_ACTION_REMOVE, Item: &dispatcherv1.AssignmentChange_Task{Task: t}})
 	}
+}
+
+// PeerNode is the node a TLS peer's verified certificate names.
+func PeerNode(ctx context.Context) (ca.NodeCert, bool) {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return ca.NodeCert{}, false
+	}
+	ti, ok := p.AuthInfo.(credentials.TLSInfo)
+	if !ok {
+		return ca.NodeCert{}, false
+	}
+	return ca.PeerIdentity(ti.State)
+}
+
+// isRemote says whether the caller came over TLS (another node) rather
+// than the manager's in-process pipe.
+func isRemote(ctx context.Context) bool {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return false
+	}
+	_, tlsPeer := p.AuthInfo.(credentials.TLSInfo)
+	return tlsPeer
 }
