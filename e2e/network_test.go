@@ -300,7 +300,14 @@ networks:
 		start := time.Now()
 		n.must("stack", "deploy", "-c", compose, "cycle")
 		poll(t, fmt.Sprintf("deploy %d: 50 running", i), 90*time.Second, func() bool { return len(n.running()) == 50 })
-		body, err := httpGet("http://127.0.0.1:4400/")
+		// Running is not yet listening: give the tasks' servers a moment.
+		var body string
+		var err error
+		for end := time.Now().Add(10 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+			if body, err = httpGet("http://127.0.0.1:4400/"); err == nil && strings.Contains(body, "hostname=") {
+				break
+			}
+		}
 		if err != nil || !strings.Contains(body, "hostname=") {
 			t.Errorf("deploy %d: port 4400: %q, %v", i, body, err)
 		}
