@@ -45,6 +45,10 @@ type Config struct {
 	// function that closes the connection. The command wires TLS and
 	// addresses; tests pass a bufconn client.
 	Dial func(ctx context.Context) (dispatcherv1.DispatcherClient, func() error, error)
+	// OnSession, when set, runs for each established session, with the
+	// session's client and id, until the session ends (its ctx): a
+	// worker follows the network view there.
+	OnSession func(ctx context.Context, client dispatcherv1.DispatcherClient, sessionID string)
 	// NodeID is the node's ID (later known from its certificate).
 	NodeID string
 	// Addr is the address the node advertises.
@@ -154,6 +158,11 @@ func (a *Agent) session(ctx context.Context, w *worker) (established bool, err e
 	log := a.log.With("session.id", sid)
 	log.Info("session established", "managers", msg.GetManagers())
 	a.readyOnce.Do(func() { close(a.ready) })
+	if a.cfg.OnSession != nil {
+		done := make(chan struct{})
+		go func() { defer close(done); a.cfg.OnSession(ctx, client, sid) }()
+		defer func() { cancel(); <-done }()
+	}
 
 	errc := make(chan error, 4)
 	var wg sync.WaitGroup

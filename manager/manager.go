@@ -86,6 +86,9 @@ type nodeState struct {
 	NodeID    string `json:"node_id"`
 	ClusterID string `json:"cluster_id"`
 	Role      string `json:"role,omitempty"`
+	// Managers are the managers' addresses a worker learnt when it
+	// joined; the network view keeps them current.
+	Managers []string `json:"managers,omitempty"`
 }
 
 // Manager is a running shoal-manager.
@@ -184,6 +187,9 @@ func (m *Manager) run(ctx context.Context) error {
 		if err := m.loadIdentity(); err != nil {
 			return err
 		}
+		if m.state.Role == ca.RoleWorker {
+			return m.runWorker(ctx)
+		}
 	case errors.Is(err, os.ErrNotExist) && cfg.Init:
 		fresh = true
 		m.state = nodeState{NodeID: identity.NewID(), ClusterID: identity.NewID(), Role: ca.RoleManager}
@@ -199,9 +205,6 @@ func (m *Manager) run(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		if resp.GetRole() != typesv1.NodeRole_NODE_ROLE_MANAGER {
-			return fmt.Errorf("joined as worker node %s, but worker nodes (shoal-agent) are not available yet: join with the manager token", resp.GetNodeId())
-		}
 		m.state = nodeState{NodeID: resp.GetNodeId(), ClusterID: resp.GetClusterId(), Role: ca.RoleManager}
 		if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 			return err
@@ -211,6 +214,16 @@ func (m *Manager) run(ctx context.Context) error {
 		}
 		if err := m.loadIdentity(); err != nil {
 			return err
+		}
+		if resp.GetRole() != typesv1.NodeRole_NODE_ROLE_MANAGER {
+			m.state.Role = ca.RoleWorker
+			for _, p := range resp.GetManagers() {
+				m.state.Managers = append(m.state.Managers, p.GetAddr())
+			}
+			if err := writeFileAtomic(m.statePath(), mustJSON(m.state)); err != nil {
+				return err
+			}
+			return m.runWorker(ctx)
 		}
 	case errors.Is(err, os.ErrNotExist):
 		return ErrNotInSwarm
@@ -330,72 +343,29 @@ func (m *Manager) run(ctx context.Context) error {
 	wg.Add(1)
 	go func() { defer wg.Done(); m.leaderLoop(ctx, disp) }()
 
-	// Node-local networking: bridges and namespaces, service discovery,
-	// the ingress load balancer.
-	m.net, err = network.New(network.Config{RunDir: cfg.RunDir, Logger: cfg.Logger})
-	if err != nil {
-		return err
-	}
-	if err := m.net.Restore(); err != nil {
-		m.log.Warn("restore networks", "err", err)
-	}
-	dnsSrv := dns.New(dns.Config{Logger: cfg.Logger})
-	defer dnsSrv.Close()
-	bal := m.bal
-	defer bal.Close()
-	// The kernel table outlives a manager restart, so that published
-	// ports and VIPs keep working meanwhile; leaving removes it.
-	m.kern, err = dnat.New(dnat.Config{Logger: cfg.Logger})
-	if err != nil {
-		return err
-	}
-	nc := &netctl.Controller{Store: m.store, NodeID: m.state.NodeID, Net: m.net, DNS: dnsSrv, LB: bal, Kernel: m.kern, Log: cfg.Logger}
-	wg.Add(1)
-	go func() { defer wg.Done(); nc.Run(ctx) }()
-
-	exe := &agentexec.RuntimeExecutor{
-		Runtime:    m.rt,
-		Version:    Version,
-		Logger:     cfg.Logger,
-		Network:    m.taskNetwork,
-		BeforeStop: func(t *typesv1.Task) { nc.Drain(t.GetId()) },
-		Publish:    nc.PublishHost,
-		AfterRemove: func(t *typesv1.Task) {
-			nc.TaskRemoved(t)
-			_ = m.net.Detach(t.GetId())
-		},
-	}
-	ag := agent.New(agent.Config{
-		Executor: exe,
-		NodeID:   m.state.NodeID,
-		Addr:     cfg.AdvertiseAddr,
-		Logger:   cfg.Logger,
-		// The embedded agent talks to the leader's dispatcher: its own
-		// through a pipe while this node leads, another's over TLS.
-		Dial: func(ctx context.Context) (dispatcherv1.DispatcherClient, func() error, error) {
-			if !m.raft.IsLeader() {
-				if _, id := m.raft.Leader(); id != "" {
-					if addr := m.apiAddrOf(id); addr != "" {
-						conn, err := grpc.NewClient("passthrough:///"+addr,
-							grpc.WithTransportCredentials(credentials.NewTLS(ca.ClientTLS(m.pool, m.ident, ca.ManagerName))))
-						if err != nil {
-							return nil, nil, err
-						}
-						return dispatcherv1.NewDispatcherClient(conn), conn.Close, nil
-					}
+	// The embedded agent talks to the leader's dispatcher: its own
+	// through a pipe while this node leads, another's over TLS.
+	dial := func(ctx context.Context) (dispatcherv1.DispatcherClient, func() error, error) {
+		if !m.raft.IsLeader() {
+			if _, id := m.raft.Leader(); id != "" {
+				if addr := m.apiAddrOf(id); addr != "" {
+					return m.dialDispatcher(addr)
 				}
 			}
-			conn, err := grpc.NewClient("passthrough:///embedded",
-				grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return pipe.DialContext(ctx) }),
-				grpc.WithTransportCredentials(insecure.NewCredentials()))
-			if err != nil {
-				return nil, nil, err
-			}
-			return dispatcherv1.NewDispatcherClient(conn), conn.Close, nil
-		},
-	})
-	wg.Add(1)
-	go func() { defer wg.Done(); _ = ag.Run(ctx) }()
+		}
+		conn, err := grpc.NewClient("passthrough:///embedded",
+			grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return pipe.DialContext(ctx) }),
+			grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			return nil, nil, err
+		}
+		return dispatcherv1.NewDispatcherClient(conn), conn.Close, nil
+	}
+	stopNode, err := m.startNode(ctx, &wg, m.store, dial, nil)
+	if err != nil {
+		return err
+	}
+	defer stopNode()
 
 	m.log.Info("manager running", "listen", cfg.ListenAddr, "advertise", cfg.AdvertiseAddr, "socket", sock)
 	select {
@@ -579,7 +549,9 @@ func (m *Manager) cleanup(bool) error {
 			errs = append(errs, err)
 		}
 	}
-	m.raft.Shutdown()
+	if m.raft != nil {
+		m.raft.Shutdown()
+	}
 	if err := cgroups.DeleteParent(m.cfg.CgroupParent); err != nil {
 		errs = append(errs, err)
 	}
@@ -708,4 +680,75 @@ func (m *Manager) managerStatus(n *typesv1.Node) {
 	default:
 		ms.Reachability = typesv1.Reachability_REACHABILITY_UNREACHABLE
 	}
+}
+
+// startNode starts what every node runs beside its runtime: networking
+// (bridges, namespaces), service discovery, the load balancers, the
+// network controller over st (the store on a manager, the dispatcher's
+// network view on a worker), and the agent, which reaches a dispatcher
+// through dial. The returned function releases what outlives ctx.
+func (m *Manager) startNode(ctx context.Context, wg *sync.WaitGroup, st *store.Store,
+	dial func(context.Context) (dispatcherv1.DispatcherClient, func() error, error),
+	onSession func(context.Context, dispatcherv1.DispatcherClient, string)) (func(), error) {
+	cfg := m.cfg
+	var err error
+	m.net, err = network.New(network.Config{RunDir: cfg.RunDir, Logger: cfg.Logger})
+	if err != nil {
+		return nil, err
+	}
+	if err := m.net.Restore(); err != nil {
+		m.log.Warn("restore networks", "err", err)
+	}
+	// The kernel table outlives a manager restart, so that published
+	// ports and VIPs keep working meanwhile; leaving removes it.
+	m.kern, err = dnat.New(dnat.Config{Logger: cfg.Logger})
+	if err != nil {
+		return nil, err
+	}
+	if m.bal == nil {
+		m.bal = lb.New(cfg.Logger)
+	}
+	bal := m.bal
+	dnsSrv := dns.New(dns.Config{Logger: cfg.Logger})
+	nc := &netctl.Controller{Store: st, NodeID: m.state.NodeID, Net: m.net, DNS: dnsSrv, LB: bal, Kernel: m.kern, Log: cfg.Logger}
+	wg.Add(1)
+	go func() { defer wg.Done(); nc.Run(ctx) }()
+
+	exe := &agentexec.RuntimeExecutor{
+		Runtime:    m.rt,
+		Version:    Version,
+		Logger:     cfg.Logger,
+		Network:    m.taskNetwork,
+		BeforeStop: func(t *typesv1.Task) { nc.Drain(t.GetId()) },
+		Publish:    nc.PublishHost,
+		AfterRemove: func(t *typesv1.Task) {
+			nc.TaskRemoved(t)
+			_ = m.net.Detach(t.GetId())
+		},
+	}
+	ag := agent.New(agent.Config{
+		Executor:  exe,
+		NodeID:    m.state.NodeID,
+		Addr:      cfg.AdvertiseAddr,
+		Logger:    cfg.Logger,
+		Dial:      dial,
+		OnSession: onSession,
+	})
+	wg.Add(1)
+	go func() { defer wg.Done(); _ = ag.Run(ctx) }()
+	return func() {
+		dnsSrv.Close()
+		bal.Close()
+	}, nil
+}
+
+// dialDispatcher connects to the dispatcher of the manager at addr with
+// this node's certificate.
+func (m *Manager) dialDispatcher(addr string) (dispatcherv1.DispatcherClient, func() error, error) {
+	conn, err := grpc.NewClient("passthrough:///"+addr,
+		grpc.WithTransportCredentials(credentials.NewTLS(ca.ClientTLS(m.pool, m.ident, ca.ManagerName))))
+	if err != nil {
+		return nil, nil, err
+	}
+	return dispatcherv1.NewDispatcherClient(conn), conn.Close, nil
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/shoal-dev/shoal/manager/ca"
 	"github.com/shoal-dev/shoal/manager/store"
 	dispatcherv1 "github.com/shoal-dev/shoal/proto/dispatcher/v1"
+	storev1 "github.com/shoal-dev/shoal/proto/store/v1"
 	typesv1 "github.com/shoal-dev/shoal/proto/types/v1"
 )
 
@@ -497,4 +498,76 @@ func isRemote(ctx context.Context) bool {
 	}
 	_, tlsPeer := p.AuthInfo.(credentials.TLSInfo)
 	return tlsPeer
+}
+
+// viewInterval is the least time between two network views sent to one
+// node: a burst of task changes becomes one view.
+const viewInterval = 100 * time.Millisecond
+
+// NetworkView streams a worker's view of the swarm's networking, anew on
+// every change of the store (coalesced), until the session ends.
+func (d *Dispatcher) NetworkView(req *dispatcherv1.NetworkViewRequest, stream dispatcherv1.Dispatcher_NetworkViewServer) error {
+	s, err := d.session(req.GetSessionId())
+	if err != nil {
+		return err
+	}
+	ctx := stream.Context()
+	for {
+		var events <-chan store.Event
+		var view *storev1.Snapshot
+		var idx uint64
+		events = d.store.ViewAndWatch(ctx, func(tx store.ReadTx) { view = networkView(tx) })
+		idx = d.store.Index()
+		if err := stream.Send(&dispatcherv1.NetworkViewMessage{View: view, Index: idx}); err != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-s.done:
+			return nil
+		case _, ok := <-events:
+			if ok {
+				// Let the burst settle, then send the whole view again.
+				select {
+				case <-ctx.Done():
+					return nil
+				case <-s.done:
+					return nil
+				case <-time.After(viewInterval):
+				}
+			}
+		}
+	}
+}
+
+// networkView is the part of the store a worker's networking needs, with
+// nothing secret: no task or service specs beyond names and endpoints, no
+// CA, no join tokens.
+func networkView(tx store.ReadTx) *storev1.Snapshot {
+	view := &storev1.Snapshot{Version: store.SnapshotVersion}
+	services, _ := store.FindServices(tx, store.All)
+	for _, s := range services {
+		sp := s.GetSpec()
+		view.Services = append(view.Services, &typesv1.Service{
+			Id: s.GetId(), Meta: s.GetMeta(), Endpoint: s.GetEndpoint(),
+			Spec: &typesv1.ServiceSpec{Annotations: sp.GetAnnotations(), Endpoint: sp.GetEndpoint()},
+		})
+	}
+	tasks, _ := store.FindTasks(tx, store.All)
+	for _, t := range tasks {
+		view.Tasks = append(view.Tasks, &typesv1.Task{
+			Id: t.GetId(), Meta: t.GetMeta(), ServiceId: t.GetServiceId(), Slot: t.GetSlot(), NodeId: t.GetNodeId(),
+			Status: t.GetStatus(), DesiredState: t.GetDesiredState(), Networks: t.GetNetworks(),
+			Endpoint: t.GetEndpoint(), ServiceAnnotations: t.GetServiceAnnotations(),
+		})
+	}
+	view.Networks, _ = store.FindNetworks(tx, store.All)
+	nodes, _ := store.FindNodes(tx, store.All)
+	for _, n := range nodes {
+		view.Nodes = append(view.Nodes, &typesv1.Node{
+			Id: n.GetId(), Meta: n.GetMeta(), Role: n.GetRole(), Status: n.GetStatus(), ManagerStatus: n.GetManagerStatus(),
+		})
+	}
+	return view
 }

@@ -9,7 +9,8 @@
 package dispatcherv1
 
 import (
-	v1 "github.com/shoal-dev/shoal/proto/types/v1"
+	v1 "github.com/shoal-dev/shoal/proto/store/v1"
+	v11 "github.com/shoal-dev/shoal/proto/types/v1"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	durationpb "google.golang.org/protobuf/types/known/durationpb"
@@ -68,7 +69,7 @@ func (x AssignmentChange_Action) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use AssignmentChange_Action.Descriptor instead.
 func (AssignmentChange_Action) EnumDescriptor() ([]byte, []int) {
-	return file_dispatcher_v1_dispatcher_proto_rawDescGZIP(), []int{5, 0}
+	return file_dispatcher_v1_dispatcher_proto_rawDescGZIP(), []int{7, 0}
 }
 
 type AssignmentsMessage_Type int32
@@ -114,12 +115,108 @@ func (x AssignmentsMessage_Type) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use AssignmentsMessage_Type.Descriptor instead.
 func (AssignmentsMessage_Type) EnumDescriptor() ([]byte, []int) {
-	return file_dispatcher_v1_dispatcher_proto_rawDescGZIP(), []int{6, 0}
+	return file_dispatcher_v1_dispatcher_proto_rawDescGZIP(), []int{8, 0}
+}
+
+type NetworkViewRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SessionId     string                 `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NetworkViewRequest) Reset() {
+	*x = NetworkViewRequest{}
+	mi := &file_dispatcher_v1_dispatcher_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NetworkViewRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NetworkViewRequest) ProtoMessage() {}
+
+func (x *NetworkViewRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dispatcher_v1_dispatcher_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NetworkViewRequest.ProtoReflect.Descriptor instead.
+func (*NetworkViewRequest) Descriptor() ([]byte, []int) {
+	return file_dispatcher_v1_dispatcher_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *NetworkViewRequest) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+type NetworkViewMessage struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	View          *v1.Snapshot           `protobuf:"bytes,1,opt,name=view,proto3" json:"view,omitempty"`
+	Index         uint64                 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NetworkViewMessage) Reset() {
+	*x = NetworkViewMessage{}
+	mi := &file_dispatcher_v1_dispatcher_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NetworkViewMessage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NetworkViewMessage) ProtoMessage() {}
+
+func (x *NetworkViewMessage) ProtoReflect() protoreflect.Message {
+	mi := &file_dispatcher_v1_dispatcher_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NetworkViewMessage.ProtoReflect.Descriptor instead.
+func (*NetworkViewMessage) Descriptor() ([]byte, []int) {
+	return file_dispatcher_v1_dispatcher_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *NetworkViewMessage) GetView() *v1.Snapshot {
+	if x != nil {
+		return x.View
+	}
+	return nil
+}
+
+func (x *NetworkViewMessage) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
 }
 
 type SessionRequest struct {
 	state       protoimpl.MessageState `protogen:"open.v1"`
-	Description *v1.NodeDescription    `protobuf:"bytes,1,opt,name=description,proto3" json:"description,omitempty"`
+	Description *v11.NodeDescription   `protobuf:"bytes,1,opt,name=description,proto3" json:"description,omitempty"`
 	// NodeID is only trusted from the node's certificate; on the local unix
 	// socket of a manager's embedded agent it is taken as given.
 	NodeId        string `protobuf:"bytes,2,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
@@ -130,7 +227,7 @@ type SessionRequest struct {
 
 func (x *SessionRequest) Reset() {
 	*x = SessionRequest{}
-	mi := &file_dispatcher_v1_dispatcher_proto_msgTypes[0]
+	mi := &file_dispatcher_v1_dispatcher_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -142,7 +239,7 @@ func (x *SessionRequest) String() string {
 func (*SessionRequest) ProtoMessage() {}
 
 func (x *SessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dispatcher_v1_dispatcher_proto_msgTypes[0]
+	mi := &file_dispatcher_v1_dispatcher_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -155,10 +252,10 @@ func (x *SessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionRequest.ProtoReflect.Descriptor instead.
 func (*SessionRequest) Descriptor() ([]byte, []int) {
-	return file_dispatcher_v1_dispatcher_proto_rawDescGZIP(), []int{0}
+	return file_dispatcher_v1_dispatcher_proto_rawDescGZIP(), []int{2}
 }
 
-func (x *SessionRequest) GetDescription() *v1.NodeDescription {
+func (x *SessionRequest) GetDescription() *v11.NodeDescription {
 	if x != nil {
 		return x.Description
 	}
@@ -190,7 +287,7 @@ type SessionMessage struct {
 
 func (x *SessionMessage) Reset() {
 	*x = SessionMessage{}
-	mi := &file_dispatcher_v1_dispatcher_proto_msgTypes[1]
+	mi := &file_dispatcher_v1_dispatcher_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -202,7 +299,7 @@ func (x *SessionMessage) String() string {
 func (*SessionMessage) ProtoMessage() {}
 
 func (x *SessionMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_dispatcher_v1_dispatcher_proto_msgTypes[1]
+	mi := &file_dispatcher_v1_dispatcher_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -215,7 +312,7 @@ func (x *SessionMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionMessage.ProtoReflect.Descriptor instead.
 func (*SessionMessage) Descriptor() ([]byte, []int) {
-	return file_dispatcher_v1_dispatcher_proto_rawDescGZIP(), []int{1}
+	return file_dispatcher_v1_dispatcher_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *SessionMessage) GetSessionId() string {
@@ -248,7 +345,7 @@ type HeartbeatRequest struct {
 
 func (x *HeartbeatRequest) Reset() {
 	*x = HeartbeatRequest{}
-	mi := &file_dispatcher_v1_dispatcher_proto_msgTypes[2]
+	mi := &file_dispatcher_v1_dispatcher_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -260,7 +357,7 @@ func (x *HeartbeatRequest) String() string {
 func (*HeartbeatRequest) ProtoMessage() {}
 
 func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dispatcher_v1_dispatcher_proto_msgTypes[2]
+	mi := &file_dispatcher_v1_dispatcher_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -273,7 +370,7 @@ func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatRequest.ProtoReflect.Descriptor instead.
 func (*HeartbeatRequest) Descriptor() ([]byte, []int) {
-	return file_dispatcher_v1_dispatcher_proto_rawDescGZIP(), []int{2}
+	return file_dispatcher_v1_dispatcher_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *HeartbeatRequest) GetSessionId() string {
@@ -292,7 +389,7 @@ type HeartbeatResponse struct {
 
 func (x *HeartbeatResponse) Reset() {
 	*x = HeartbeatResponse{}
-	mi := &file_dispatcher_v1_dispatcher_proto_msgTypes[3]
+	mi := &file_dispatcher_v1_dispatcher_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -304,7 +401,7 @@ func (x *HeartbeatResponse) String() string {
 func (*HeartbeatResponse) ProtoMessage() {}
 
 func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dispatcher_v1_dispatcher_proto_msgTypes[3]
+	mi := &file_dispatcher_v1_dispatcher_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -317,7 +414,7 @@ func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatResponse.ProtoReflect.Descriptor instead.
 func (*HeartbeatResponse) Descriptor() ([]byte, []int) {
-	return file_dispatcher_v1_dispatcher_proto_rawDescGZIP(), []int{3}
+	return file_dispatcher_v1_dispatcher_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *HeartbeatResponse) GetPeriod() *durationpb.Duration {
@@ -336,7 +433,7 @@ type AssignmentsRequest struct {
 
 func (x *AssignmentsRequest) Reset() {
 	*x = AssignmentsRequest{}
-	mi := &file_dispatcher_v1_dispatcher_proto_msgTypes[4]
+	mi := &file_dispatcher_v1_dispatcher_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -348,7 +445,7 @@ func (x *AssignmentsRequest) String() string {
 func (*AssignmentsRequest) ProtoMessage() {}
 
 func (x *AssignmentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dispatcher_v1_dispatcher_proto_msgTypes[4]
+	mi := &file_dispatcher_v1_dispatcher_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -361,7 +458,7 @@ func (x *AssignmentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AssignmentsRequest.ProtoReflect.Descriptor instead.
 func (*AssignmentsRequest) Descriptor() ([]byte, []int) {
-	return file_dispatcher_v1_dispatcher_proto_rawDescGZIP(), []int{4}
+	return file_dispatcher_v1_dispatcher_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *AssignmentsRequest) GetSessionId() string {
@@ -386,7 +483,7 @@ type AssignmentChange struct {
 
 func (x *AssignmentChange) Reset() {
 	*x = AssignmentChange{}
-	mi := &file_dispatcher_v1_dispatcher_proto_msgTypes[5]
+	mi := &file_dispatcher_v1_dispatcher_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -398,7 +495,7 @@ func (x *AssignmentChange) String() string {
 func (*AssignmentChange) ProtoMessage() {}
 
 func (x *AssignmentChange) ProtoReflect() protoreflect.Message {
-	mi := &file_dispatcher_v1_dispatcher_proto_msgTypes[5]
+	mi := &file_dispatcher_v1_dispatcher_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -411,7 +508,7 @@ func (x *AssignmentChange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AssignmentChange.ProtoReflect.Descriptor instead.
 func (*AssignmentChange) Descriptor() ([]byte, []int) {
-	return file_dispatcher_v1_dispatcher_proto_rawDescGZIP(), []int{5}
+	return file_dispatcher_v1_dispatcher_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *AssignmentChange) GetAction() AssignmentChange_Action {
@@ -428,7 +525,7 @@ func (x *AssignmentChange) GetItem() isAssignmentChange_Item {
 	return nil
 }
 
-func (x *AssignmentChange) GetTask() *v1.Task {
+func (x *AssignmentChange) GetTask() *v11.Task {
 	if x != nil {
 		if x, ok := x.Item.(*AssignmentChange_Task); ok {
 			return x.Task
@@ -437,7 +534,7 @@ func (x *AssignmentChange) GetTask() *v1.Task {
 	return nil
 }
 
-func (x *AssignmentChange) GetSecret() *v1.Secret {
+func (x *AssignmentChange) GetSecret() *v11.Secret {
 	if x != nil {
 		if x, ok := x.Item.(*AssignmentChange_Secret); ok {
 			return x.Secret
@@ -446,7 +543,7 @@ func (x *AssignmentChange) GetSecret() *v1.Secret {
 	return nil
 }
 
-func (x *AssignmentChange) GetConfig() *v1.Config {
+func (x *AssignmentChange) GetConfig() *v11.Config {
 	if x != nil {
 		if x, ok := x.Item.(*AssignmentChange_Config); ok {
 			return x.Config
@@ -460,15 +557,15 @@ type isAssignmentChange_Item interface {
 }
 
 type AssignmentChange_Task struct {
-	Task *v1.Task `protobuf:"bytes,2,opt,name=task,proto3,oneof"`
+	Task *v11.Task `protobuf:"bytes,2,opt,name=task,proto3,oneof"`
 }
 
 type AssignmentChange_Secret struct {
-	Secret *v1.Secret `protobuf:"bytes,3,opt,name=secret,proto3,oneof"`
+	Secret *v11.Secret `protobuf:"bytes,3,opt,name=secret,proto3,oneof"`
 }
 
 type AssignmentChange_Config struct {
-	Config *v1.Config `protobuf:"bytes,4,opt,name=config,proto3,oneof"`
+	Config *v11.Config `protobuf:"bytes,4,opt,name=config,proto3,oneof"`
 }
 
 func (*AssignmentChange_Task) isAssignmentChange_Item() {}
@@ -487,7 +584,7 @@ type AssignmentsMessage struct {
 
 func (x *AssignmentsMessage) Reset() {
 	*x = AssignmentsMessage{}
-	mi := &file_dispatcher_v1_dispatcher_proto_msgTypes[6]
+	mi := &file_dispatcher_v1_dispatcher_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -499,7 +596,7 @@ func (x *AssignmentsMessage) String() string {
 func (*AssignmentsMessage) ProtoMessage() {}
 
 func (x *AssignmentsMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_dispatcher_v1_dispatcher_proto_msgTypes[6]
+	mi := &file_dispatcher_v1_dispatcher_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -512,7 +609,7 @@ func (x *AssignmentsMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AssignmentsMessage.ProtoReflect.Descriptor instead.
 func (*AssignmentsMessage) Descriptor() ([]byte, []int) {
-	return file_dispatcher_v1_dispatcher_proto_rawDescGZIP(), []int{6}
+	return file_dispatcher_v1_dispatcher_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *AssignmentsMessage) GetType() AssignmentsMessage_Type {
@@ -532,14 +629,14 @@ func (x *AssignmentsMessage) GetChanges() []*AssignmentChange {
 type TaskStatusUpdate struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	TaskId        string                 `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
-	Status        *v1.TaskStatus         `protobuf:"bytes,2,opt,name=status,proto3" json:"status,omitempty"`
+	Status        *v11.TaskStatus        `protobuf:"bytes,2,opt,name=status,proto3" json:"status,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *TaskStatusUpdate) Reset() {
 	*x = TaskStatusUpdate{}
-	mi := &file_dispatcher_v1_dispatcher_proto_msgTypes[7]
+	mi := &file_dispatcher_v1_dispatcher_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -551,7 +648,7 @@ func (x *TaskStatusUpdate) String() string {
 func (*TaskStatusUpdate) ProtoMessage() {}
 
 func (x *TaskStatusUpdate) ProtoReflect() protoreflect.Message {
-	mi := &file_dispatcher_v1_dispatcher_proto_msgTypes[7]
+	mi := &file_dispatcher_v1_dispatcher_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -564,7 +661,7 @@ func (x *TaskStatusUpdate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskStatusUpdate.ProtoReflect.Descriptor instead.
 func (*TaskStatusUpdate) Descriptor() ([]byte, []int) {
-	return file_dispatcher_v1_dispatcher_proto_rawDescGZIP(), []int{7}
+	return file_dispatcher_v1_dispatcher_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *TaskStatusUpdate) GetTaskId() string {
@@ -574,7 +671,7 @@ func (x *TaskStatusUpdate) GetTaskId() string {
 	return ""
 }
 
-func (x *TaskStatusUpdate) GetStatus() *v1.TaskStatus {
+func (x *TaskStatusUpdate) GetStatus() *v11.TaskStatus {
 	if x != nil {
 		return x.Status
 	}
@@ -591,7 +688,7 @@ type UpdateTaskStatusRequest struct {
 
 func (x *UpdateTaskStatusRequest) Reset() {
 	*x = UpdateTaskStatusRequest{}
-	mi := &file_dispatcher_v1_dispatcher_proto_msgTypes[8]
+	mi := &file_dispatcher_v1_dispatcher_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -603,7 +700,7 @@ func (x *UpdateTaskStatusRequest) String() string {
 func (*UpdateTaskStatusRequest) ProtoMessage() {}
 
 func (x *UpdateTaskStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dispatcher_v1_dispatcher_proto_msgTypes[8]
+	mi := &file_dispatcher_v1_dispatcher_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -616,7 +713,7 @@ func (x *UpdateTaskStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateTaskStatusRequest.ProtoReflect.Descriptor instead.
 func (*UpdateTaskStatusRequest) Descriptor() ([]byte, []int) {
-	return file_dispatcher_v1_dispatcher_proto_rawDescGZIP(), []int{8}
+	return file_dispatcher_v1_dispatcher_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *UpdateTaskStatusRequest) GetSessionId() string {
@@ -641,7 +738,7 @@ type UpdateTaskStatusResponse struct {
 
 func (x *UpdateTaskStatusResponse) Reset() {
 	*x = UpdateTaskStatusResponse{}
-	mi := &file_dispatcher_v1_dispatcher_proto_msgTypes[9]
+	mi := &file_dispatcher_v1_dispatcher_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -653,7 +750,7 @@ func (x *UpdateTaskStatusResponse) String() string {
 func (*UpdateTaskStatusResponse) ProtoMessage() {}
 
 func (x *UpdateTaskStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dispatcher_v1_dispatcher_proto_msgTypes[9]
+	mi := &file_dispatcher_v1_dispatcher_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -666,14 +763,20 @@ func (x *UpdateTaskStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateTaskStatusResponse.ProtoReflect.Descriptor instead.
 func (*UpdateTaskStatusResponse) Descriptor() ([]byte, []int) {
-	return file_dispatcher_v1_dispatcher_proto_rawDescGZIP(), []int{9}
+	return file_dispatcher_v1_dispatcher_proto_rawDescGZIP(), []int{11}
 }
 
 var File_dispatcher_v1_dispatcher_proto protoreflect.FileDescriptor
 
 const file_dispatcher_v1_dispatcher_proto_rawDesc = "" +
 	"\n" +
-	"\x1edispatcher/v1/dispatcher.proto\x12\x13shoal.dispatcher.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x14types/v1/types.proto\"\x80\x01\n" +
+	"\x1edispatcher/v1/dispatcher.proto\x12\x13shoal.dispatcher.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x14store/v1/store.proto\x1a\x14types/v1/types.proto\"3\n" +
+	"\x12NetworkViewRequest\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x01 \x01(\tR\tsessionId\"X\n" +
+	"\x12NetworkViewMessage\x12,\n" +
+	"\x04view\x18\x01 \x01(\v2\x18.shoal.store.v1.SnapshotR\x04view\x12\x14\n" +
+	"\x05index\x18\x02 \x01(\x04R\x05index\"\x80\x01\n" +
 	"\x0eSessionRequest\x12A\n" +
 	"\vdescription\x18\x01 \x01(\v2\x1f.shoal.types.v1.NodeDescriptionR\vdescription\x12\x17\n" +
 	"\anode_id\x18\x02 \x01(\tR\x06nodeId\x12\x12\n" +
@@ -713,13 +816,14 @@ const file_dispatcher_v1_dispatcher_proto_rawDesc = "" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12?\n" +
 	"\aupdates\x18\x02 \x03(\v2%.shoal.dispatcher.v1.TaskStatusUpdateR\aupdates\"\x1a\n" +
-	"\x18UpdateTaskStatusResponse2\x93\x03\n" +
+	"\x18UpdateTaskStatusResponse2\xf6\x03\n" +
 	"\n" +
 	"Dispatcher\x12U\n" +
 	"\aSession\x12#.shoal.dispatcher.v1.SessionRequest\x1a#.shoal.dispatcher.v1.SessionMessage0\x01\x12Z\n" +
 	"\tHeartbeat\x12%.shoal.dispatcher.v1.HeartbeatRequest\x1a&.shoal.dispatcher.v1.HeartbeatResponse\x12a\n" +
 	"\vAssignments\x12'.shoal.dispatcher.v1.AssignmentsRequest\x1a'.shoal.dispatcher.v1.AssignmentsMessage0\x01\x12o\n" +
-	"\x10UpdateTaskStatus\x12,.shoal.dispatcher.v1.UpdateTaskStatusRequest\x1a-.shoal.dispatcher.v1.UpdateTaskStatusResponseB=Z;github.com/shoal-dev/shoal/proto/dispatcher/v1;dispatcherv1b\x06proto3"
+	"\x10UpdateTaskStatus\x12,.shoal.dispatcher.v1.UpdateTaskStatusRequest\x1a-.shoal.dispatcher.v1.UpdateTaskStatusResponse\x12a\n" +
+	"\vNetworkView\x12'.shoal.dispatcher.v1.NetworkViewRequest\x1a'.shoal.dispatcher.v1.NetworkViewMessage0\x01B=Z;github.com/shoal-dev/shoal/proto/dispatcher/v1;dispatcherv1b\x06proto3"
 
 var (
 	file_dispatcher_v1_dispatcher_proto_rawDescOnce sync.Once
@@ -734,51 +838,57 @@ func file_dispatcher_v1_dispatcher_proto_rawDescGZIP() []byte {
 }
 
 var file_dispatcher_v1_dispatcher_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_dispatcher_v1_dispatcher_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_dispatcher_v1_dispatcher_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_dispatcher_v1_dispatcher_proto_goTypes = []any{
 	(AssignmentChange_Action)(0),     // 0: shoal.dispatcher.v1.AssignmentChange.Action
 	(AssignmentsMessage_Type)(0),     // 1: shoal.dispatcher.v1.AssignmentsMessage.Type
-	(*SessionRequest)(nil),           // 2: shoal.dispatcher.v1.SessionRequest
-	(*SessionMessage)(nil),           // 3: shoal.dispatcher.v1.SessionMessage
-	(*HeartbeatRequest)(nil),         // 4: shoal.dispatcher.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil),        // 5: shoal.dispatcher.v1.HeartbeatResponse
-	(*AssignmentsRequest)(nil),       // 6: shoal.dispatcher.v1.AssignmentsRequest
-	(*AssignmentChange)(nil),         // 7: shoal.dispatcher.v1.AssignmentChange
-	(*AssignmentsMessage)(nil),       // 8: shoal.dispatcher.v1.AssignmentsMessage
-	(*TaskStatusUpdate)(nil),         // 9: shoal.dispatcher.v1.TaskStatusUpdate
-	(*UpdateTaskStatusRequest)(nil),  // 10: shoal.dispatcher.v1.UpdateTaskStatusRequest
-	(*UpdateTaskStatusResponse)(nil), // 11: shoal.dispatcher.v1.UpdateTaskStatusResponse
-	(*v1.NodeDescription)(nil),       // 12: shoal.types.v1.NodeDescription
-	(*durationpb.Duration)(nil),      // 13: google.protobuf.Duration
-	(*v1.Task)(nil),                  // 14: shoal.types.v1.Task
-	(*v1.Secret)(nil),                // 15: shoal.types.v1.Secret
-	(*v1.Config)(nil),                // 16: shoal.types.v1.Config
-	(*v1.TaskStatus)(nil),            // 17: shoal.types.v1.TaskStatus
+	(*NetworkViewRequest)(nil),       // 2: shoal.dispatcher.v1.NetworkViewRequest
+	(*NetworkViewMessage)(nil),       // 3: shoal.dispatcher.v1.NetworkViewMessage
+	(*SessionRequest)(nil),           // 4: shoal.dispatcher.v1.SessionRequest
+	(*SessionMessage)(nil),           // 5: shoal.dispatcher.v1.SessionMessage
+	(*HeartbeatRequest)(nil),         // 6: shoal.dispatcher.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil),        // 7: shoal.dispatcher.v1.HeartbeatResponse
+	(*AssignmentsRequest)(nil),       // 8: shoal.dispatcher.v1.AssignmentsRequest
+	(*AssignmentChange)(nil),         // 9: shoal.dispatcher.v1.AssignmentChange
+	(*AssignmentsMessage)(nil),       // 10: shoal.dispatcher.v1.AssignmentsMessage
+	(*TaskStatusUpdate)(nil),         // 11: shoal.dispatcher.v1.TaskStatusUpdate
+	(*UpdateTaskStatusRequest)(nil),  // 12: shoal.dispatcher.v1.UpdateTaskStatusRequest
+	(*UpdateTaskStatusResponse)(nil), // 13: shoal.dispatcher.v1.UpdateTaskStatusResponse
+	(*v1.Snapshot)(nil),              // 14: shoal.store.v1.Snapshot
+	(*v11.NodeDescription)(nil),      // 15: shoal.types.v1.NodeDescription
+	(*durationpb.Duration)(nil),      // 16: google.protobuf.Duration
+	(*v11.Task)(nil),                 // 17: shoal.types.v1.Task
+	(*v11.Secret)(nil),               // 18: shoal.types.v1.Secret
+	(*v11.Config)(nil),               // 19: shoal.types.v1.Config
+	(*v11.TaskStatus)(nil),           // 20: shoal.types.v1.TaskStatus
 }
 var file_dispatcher_v1_dispatcher_proto_depIdxs = []int32{
-	12, // 0: shoal.dispatcher.v1.SessionRequest.description:type_name -> shoal.types.v1.NodeDescription
-	13, // 1: shoal.dispatcher.v1.HeartbeatResponse.period:type_name -> google.protobuf.Duration
-	0,  // 2: shoal.dispatcher.v1.AssignmentChange.action:type_name -> shoal.dispatcher.v1.AssignmentChange.Action
-	14, // 3: shoal.dispatcher.v1.AssignmentChange.task:type_name -> shoal.types.v1.Task
-	15, // 4: shoal.dispatcher.v1.AssignmentChange.secret:type_name -> shoal.types.v1.Secret
-	16, // 5: shoal.dispatcher.v1.AssignmentChange.config:type_name -> shoal.types.v1.Config
-	1,  // 6: shoal.dispatcher.v1.AssignmentsMessage.type:type_name -> shoal.dispatcher.v1.AssignmentsMessage.Type
-	7,  // 7: shoal.dispatcher.v1.AssignmentsMessage.changes:type_name -> shoal.dispatcher.v1.AssignmentChange
-	17, // 8: shoal.dispatcher.v1.TaskStatusUpdate.status:type_name -> shoal.types.v1.TaskStatus
-	9,  // 9: shoal.dispatcher.v1.UpdateTaskStatusRequest.updates:type_name -> shoal.dispatcher.v1.TaskStatusUpdate
-	2,  // 10: shoal.dispatcher.v1.Dispatcher.Session:input_type -> shoal.dispatcher.v1.SessionRequest
-	4,  // 11: shoal.dispatcher.v1.Dispatcher.Heartbeat:input_type -> shoal.dispatcher.v1.HeartbeatRequest
-	6,  // 12: shoal.dispatcher.v1.Dispatcher.Assignments:input_type -> shoal.dispatcher.v1.AssignmentsRequest
-	10, // 13: shoal.dispatcher.v1.Dispatcher.UpdateTaskStatus:input_type -> shoal.dispatcher.v1.UpdateTaskStatusRequest
-	3,  // 14: shoal.dispatcher.v1.Dispatcher.Session:output_type -> shoal.dispatcher.v1.SessionMessage
-	5,  // 15: shoal.dispatcher.v1.Dispatcher.Heartbeat:output_type -> shoal.dispatcher.v1.HeartbeatResponse
-	8,  // 16: shoal.dispatcher.v1.Dispatcher.Assignments:output_type -> shoal.dispatcher.v1.AssignmentsMessage
-	11, // 17: shoal.dispatcher.v1.Dispatcher.UpdateTaskStatus:output_type -> shoal.dispatcher.v1.UpdateTaskStatusResponse
-	14, // [14:18] is the sub-list for method output_type
-	10, // [10:14] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	14, // 0: shoal.dispatcher.v1.NetworkViewMessage.view:type_name -> shoal.store.v1.Snapshot
+	15, // 1: shoal.dispatcher.v1.SessionRequest.description:type_name -> shoal.types.v1.NodeDescription
+	16, // 2: shoal.dispatcher.v1.HeartbeatResponse.period:type_name -> google.protobuf.Duration
+	0,  // 3: shoal.dispatcher.v1.AssignmentChange.action:type_name -> shoal.dispatcher.v1.AssignmentChange.Action
+	17, // 4: shoal.dispatcher.v1.AssignmentChange.task:type_name -> shoal.types.v1.Task
+	18, // 5: shoal.dispatcher.v1.AssignmentChange.secret:type_name -> shoal.types.v1.Secret
+	19, // 6: shoal.dispatcher.v1.AssignmentChange.config:type_name -> shoal.types.v1.Config
+	1,  // 7: shoal.dispatcher.v1.AssignmentsMessage.type:type_name -> shoal.dispatcher.v1.AssignmentsMessage.Type
+	9,  // 8: shoal.dispatcher.v1.AssignmentsMessage.changes:type_name -> shoal.dispatcher.v1.AssignmentChange
+	20, // 9: shoal.dispatcher.v1.TaskStatusUpdate.status:type_name -> shoal.types.v1.TaskStatus
+	11, // 10: shoal.dispatcher.v1.UpdateTaskStatusRequest.updates:type_name -> shoal.dispatcher.v1.TaskStatusUpdate
+	4,  // 11: shoal.dispatcher.v1.Dispatcher.Session:input_type -> shoal.dispatcher.v1.SessionRequest
+	6,  // 12: shoal.dispatcher.v1.Dispatcher.Heartbeat:input_type -> shoal.dispatcher.v1.HeartbeatRequest
+	8,  // 13: shoal.dispatcher.v1.Dispatcher.Assignments:input_type -> shoal.dispatcher.v1.AssignmentsRequest
+	12, // 14: shoal.dispatcher.v1.Dispatcher.UpdateTaskStatus:input_type -> shoal.dispatcher.v1.UpdateTaskStatusRequest
+	2,  // 15: shoal.dispatcher.v1.Dispatcher.NetworkView:input_type -> shoal.dispatcher.v1.NetworkViewRequest
+	5,  // 16: shoal.dispatcher.v1.Dispatcher.Session:output_type -> shoal.dispatcher.v1.SessionMessage
+	7,  // 17: shoal.dispatcher.v1.Dispatcher.Heartbeat:output_type -> shoal.dispatcher.v1.HeartbeatResponse
+	10, // 18: shoal.dispatcher.v1.Dispatcher.Assignments:output_type -> shoal.dispatcher.v1.AssignmentsMessage
+	13, // 19: shoal.dispatcher.v1.Dispatcher.UpdateTaskStatus:output_type -> shoal.dispatcher.v1.UpdateTaskStatusResponse
+	3,  // 20: shoal.dispatcher.v1.Dispatcher.NetworkView:output_type -> shoal.dispatcher.v1.NetworkViewMessage
+	16, // [16:21] is the sub-list for method output_type
+	11, // [11:16] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_dispatcher_v1_dispatcher_proto_init() }
@@ -786,7 +896,7 @@ func file_dispatcher_v1_dispatcher_proto_init() {
 	if File_dispatcher_v1_dispatcher_proto != nil {
 		return
 	}
-	file_dispatcher_v1_dispatcher_proto_msgTypes[5].OneofWrappers = []any{
+	file_dispatcher_v1_dispatcher_proto_msgTypes[7].OneofWrappers = []any{
 		(*AssignmentChange_Task)(nil),
 		(*AssignmentChange_Secret)(nil),
 		(*AssignmentChange_Config)(nil),
@@ -797,7 +907,7 @@ func file_dispatcher_v1_dispatcher_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_dispatcher_v1_dispatcher_proto_rawDesc), len(file_dispatcher_v1_dispatcher_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   10,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -25,6 +25,7 @@ const (
 	Dispatcher_Heartbeat_FullMethodName        = "/shoal.dispatcher.v1.Dispatcher/Heartbeat"
 	Dispatcher_Assignments_FullMethodName      = "/shoal.dispatcher.v1.Dispatcher/Assignments"
 	Dispatcher_UpdateTaskStatus_FullMethodName = "/shoal.dispatcher.v1.Dispatcher/UpdateTaskStatus"
+	Dispatcher_NetworkView_FullMethodName      = "/shoal.dispatcher.v1.Dispatcher/NetworkView"
 )
 
 // DispatcherClient is the client API for Dispatcher service.
@@ -41,6 +42,11 @@ type DispatcherClient interface {
 	Assignments(ctx context.Context, in *AssignmentsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[AssignmentsMessage], error)
 	// UpdateTaskStatus reports task states in batches.
 	UpdateTaskStatus(ctx context.Context, in *UpdateTaskStatusRequest, opts ...grpc.CallOption) (*UpdateTaskStatusResponse, error)
+	// NetworkView streams what a worker's service discovery and load
+	// balancers need: services (names, endpoints), tasks (where, state,
+	// addresses; no specs), networks and managers. A full view each time,
+	// at most a few per second.
+	NetworkView(ctx context.Context, in *NetworkViewRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[NetworkViewMessage], error)
 }
 
 type dispatcherClient struct {
@@ -109,6 +115,25 @@ func (c *dispatcherClient) UpdateTaskStatus(ctx context.Context, in *UpdateTaskS
 	return out, nil
 }
 
+func (c *dispatcherClient) NetworkView(ctx context.Context, in *NetworkViewRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[NetworkViewMessage], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Dispatcher_ServiceDesc.Streams[2], Dispatcher_NetworkView_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[NetworkViewRequest, NetworkViewMessage]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Dispatcher_NetworkViewClient = grpc.ServerStreamingClient[NetworkViewMessage]
+
 // DispatcherServer is the server API for Dispatcher service.
 // All implementations must embed UnimplementedDispatcherServer
 // for forward compatibility.
@@ -123,6 +148,11 @@ type DispatcherServer interface {
 	Assignments(*AssignmentsRequest, grpc.ServerStreamingServer[AssignmentsMessage]) error
 	// UpdateTaskStatus reports task states in batches.
 	UpdateTaskStatus(context.Context, *UpdateTaskStatusRequest) (*UpdateTaskStatusResponse, error)
+	// NetworkView streams what a worker's service discovery and load
+	// balancers need: services (names, endpoints), tasks (where, state,
+	// addresses; no specs), networks and managers. A full view each time,
+	// at most a few per second.
+	NetworkView(*NetworkViewRequest, grpc.ServerStreamingServer[NetworkViewMessage]) error
 	mustEmbedUnimplementedDispatcherServer()
 }
 
@@ -144,6 +174,9 @@ func (UnimplementedDispatcherServer) Assignments(*AssignmentsRequest, grpc.Serve
 }
 func (UnimplementedDispatcherServer) UpdateTaskStatus(context.Context, *UpdateTaskStatusRequest) (*UpdateTaskStatusResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method UpdateTaskStatus not implemented")
+}
+func (UnimplementedDispatcherServer) NetworkView(*NetworkViewRequest, grpc.ServerStreamingServer[NetworkViewMessage]) error {
+	return status.Error(codes.Unimplemented, "method NetworkView not implemented")
 }
 func (UnimplementedDispatcherServer) mustEmbedUnimplementedDispatcherServer() {}
 func (UnimplementedDispatcherServer) testEmbeddedByValue()                    {}
@@ -224,6 +257,17 @@ func _Dispatcher_UpdateTaskStatus_Handler(srv interface{}, ctx context.Context, 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Dispatcher_NetworkView_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(NetworkViewRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(DispatcherServer).NetworkView(m, &grpc.GenericServerStream[NetworkViewRequest, NetworkViewMessage]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Dispatcher_NetworkViewServer = grpc.ServerStreamingServer[NetworkViewMessage]
+
 // Dispatcher_ServiceDesc is the grpc.ServiceDesc for Dispatcher service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -249,6 +293,11 @@ var Dispatcher_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "Assignments",
 			Handler:       _Dispatcher_Assignments_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "NetworkView",
+			Handler:       _Dispatcher_NetworkView_Handler,
 			ServerStreams: true,
 		},
 	},
