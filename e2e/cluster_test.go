@@ -271,3 +271,163 @@ func tableRows(out string) []map[string]string {
 	}
 	return rows
 }
+
+// running lists the running containers of this member's node.
+func (mb *member) running() []record {
+	n := &node{dataDir: mb.node.DataDir}
+	return n.running()
+}
+
+// importImage imports the test image into this member's node.
+func (mb *member) importImage(ref string) {
+	mb.t.Helper()
+	tar := testutil.HelperRootfs(mb.t, nil)
+	mb.must("image", "import", "--change", `CMD ["/bin/helper", "serve", "80"]`, "--change", "ENV PATH=/bin", tar, ref)
+}
+
+// nodeID is the id `node inspect self` reports on a manager for member
+// target, matched by address.
+func nodeIDOf(t *testing.T, mgr, target *member) string {
+	t.Helper()
+	for _, r := range mgr.nodeRows() {
+		id := strings.TrimSpace(strings.TrimSuffix(r["ID"], "*"))
+		out, _ := mgr.shoal("node", "inspect", "--format", "{{.Status.Addr}}", id)
+		if strings.TrimSpace(out) == target.addr() {
+			return id
+		}
+	}
+	t.Fatalf("no node with address %s", target.addr())
+	return ""
+}
+
+// TestWorkers: one manager and two workers joined with the worker token;
+// tasks spread over all three; a killed worker is Down within 5 s and its
+// tasks run elsewhere within 10 s; when it comes back its stale
+// containers are stopped, not duplicated; drain moves tasks off a node;
+// stack rm and swarm leave leave nothing behind.
+func TestWorkers(t *testing.T) {
+	testutil.RequiresRoot(t)
+	bin := buildBinaries(t)
+	c := testcluster.New(t, testcluster.Options{Nodes: 3})
+	var ms []*member
+	for _, n := range c.Nodes() {
+		ms = append(ms, &member{t: t, node: n, bin: bin})
+	}
+	for _, mb := range ms {
+		t.Cleanup(func() { os.RemoveAll("/sys/fs/cgroup/memory/shoal-e2e-" + filepath.Base(mb.node.NetnsPath)) })
+	}
+	mgr, w1, w2 := ms[0], ms[1], ms[2]
+	mgr.start("--init")
+	testcluster.Poll(t, "manager up", 20*time.Second, func() bool { _, err := mgr.shoal("node", "ls"); return err == nil })
+	token := strings.TrimSpace(mgr.must("swarm", "join-token", "-q", "worker"))
+	for _, w := range []*member{w1, w2} {
+		w.start("--join", mgr.addr(), "--token", token)
+	}
+	testcluster.Poll(t, "3 nodes Ready", 30*time.Second, func() bool {
+		ready := 0
+		for _, r := range mgr.nodeRows() {
+			if r["STATUS"] == "Ready" {
+				ready++
+			}
+		}
+		return ready == 3
+	})
+	// Cluster commands are for managers.
+	testcluster.Poll(t, "worker socket up", 10*time.Second, func() bool { _, err := w1.shoal("info"); return err == nil || !strings.Contains(err.Error(), "connect") })
+	if _, err := w1.shoal("node", "ls"); err == nil || !strings.Contains(err.Error(), "This node is not a swarm manager") {
+		t.Errorf("node ls on a worker: %v", err)
+	}
+	for _, mb := range ms {
+		mb.importImage("shoal-e2e/web:latest")
+	}
+
+	compose := filepath.Join(t.TempDir(), "w.yml")
+	os.WriteFile(compose, []byte("services:\n  web:\n    image: shoal-e2e/web:latest\n    deploy:\n      replicas: 5\n"), 0o644)
+	mgr.must("stack", "deploy", "-c", compose, "w")
+	counts := func() []int {
+		out := make([]int, len(ms))
+		for i, mb := range ms {
+			out[i] = len(mb.running())
+		}
+		return out
+	}
+	testcluster.Poll(t, "5 tasks running", 60*time.Second, func() bool {
+		c := counts()
+		return c[0]+c[1]+c[2] == 5
+	})
+	spread := counts()
+	for i, n := range spread {
+		if n < 1 || n > 2 {
+			t.Errorf("tasks per node %v, want 2/2/1 in some order", spread)
+			break
+		}
+		_ = i
+	}
+	t.Logf("tasks per node: %v", spread)
+
+	// Kill a worker's daemon (its containers live on, as after a crash of
+	// the daemon alone; to the swarm the node is gone).
+	w2id := nodeIDOf(t, mgr, w2)
+	w2.proc.Kill()
+	killed := time.Now()
+	testcluster.Poll(t, "killed worker Down", 10*time.Second, func() bool {
+		out, _ := mgr.shoal("node", "inspect", "--format", "{{.Status.State}}", w2id)
+		return strings.Contains(strings.ToLower(out), "down")
+	})
+	down := time.Since(killed)
+	testcluster.Poll(t, "5 tasks on the other nodes", 20*time.Second, func() bool {
+		c := counts()
+		return c[0]+c[1] == 5
+	})
+	replaced := time.Since(killed)
+	t.Logf("worker Down after %v, its tasks running elsewhere after %v", down.Round(time.Millisecond), replaced.Round(time.Millisecond))
+	if down > 5*time.Second {
+		t.Errorf("node Down after %v, want within 5 s", down)
+	}
+	if replaced > 10*time.Second {
+		t.Errorf("tasks replaced after %v, want within 10 s", replaced)
+	}
+
+	// It comes back: its stale containers stop; the service keeps 5.
+	w2.start()
+	testcluster.Poll(t, "stale containers stopped", 30*time.Second, func() bool { return len(w2.running()) == 0 })
+	if c := counts(); c[0]+c[1]+c[2] != 5 {
+		t.Errorf("after the worker came back: %v running, want 5 in all", c)
+	}
+
+	// Drain the first worker: its tasks move.
+	w1id := nodeIDOf(t, mgr, w1)
+	mgr.must("node", "update", "--availability", "drain", w1id)
+	testcluster.Poll(t, "drained node empty, 5 running elsewhere", 30*time.Second, func() bool {
+		c := counts()
+		return c[1] == 0 && c[0]+c[2] == 5
+	})
+
+	mgr.must("stack", "rm", "w")
+	testcluster.Poll(t, "nothing running", 30*time.Second, func() bool {
+		c := counts()
+		return c[0]+c[1]+c[2] == 0
+	})
+	for _, w := range []*member{w1, w2} {
+		w.must("swarm", "leave")
+		select {
+		case <-w.proc.Done():
+		case <-time.After(30 * time.Second):
+			t.Errorf("%s: daemon still running 30 s after swarm leave", w.node.Name)
+		}
+	}
+	mgr.must("swarm", "leave", "--force")
+	select {
+	case <-mgr.proc.Done():
+	case <-time.After(30 * time.Second):
+		t.Error("manager still running 30 s after swarm leave")
+	}
+	for _, mb := range ms {
+		if left := mb.node.Leftovers(); len(left) > 0 {
+			t.Errorf("%s left behind: %v", mb.node.Name, left)
+		}
+		if _, err := os.Stat(filepath.Join(mb.node.DataDir, "node.json")); err == nil {
+			t.Errorf("%s: data dir still has node.json after leave", mb.node.Name)
+		}
+	}
+}
