@@ -333,7 +333,10 @@ func TestWorkers(t *testing.T) {
 		return ready == 3
 	})
 	// Cluster commands are for managers.
-	testcluster.Poll(t, "worker socket up", 10*time.Second, func() bool { _, err := w1.shoal("info"); return err == nil || !strings.Contains(err.Error(), "connect") })
+	testcluster.Poll(t, "worker socket up", 10*time.Second, func() bool {
+		_, err := w1.shoal("info")
+		return err == nil || !strings.Contains(err.Error(), "connect")
+	})
 	if _, err := w1.shoal("node", "ls"); err == nil || !strings.Contains(err.Error(), "This node is not a swarm manager") {
 		t.Errorf("node ls on a worker: %v", err)
 	}
