@@ -25,6 +25,9 @@ type attachment struct {
 	addr     *net.IPNet // the task's address, with its subnet's mask
 	gw       net.IP     // the gateway of addr's subnet
 	mtu      int
+	// vni is the VNI of an overlay network (see overlayVNI), 0 for a
+	// node-local one.
+	vni uint32
 }
 
 // parseAttachment checks an attachment. Only IPv4 is wired up: IPv6
@@ -36,6 +39,13 @@ func parseAttachment(a *typesv1.NetworkAttachment) (attachment, error) {
 		return attachment{}, fmt.Errorf("%w: attachment without a network id", ErrInvalid)
 	}
 	at := attachment{netID: n.GetId(), mtu: defaultMTU}
+	vni, err := overlayVNI(n)
+	if err != nil {
+		return attachment{}, err
+	}
+	if vni != 0 {
+		at.vni, at.mtu = vni, defaultMTU-vxlanOverhead
+	}
 	// The allocator writes the subnets it chose into Network.ipam; the
 	// spec's are what the user asked for and serve when nothing was
 	// allocated (a network created with explicit subnets).

@@ -20,6 +20,20 @@ type bridge struct {
 	name     string
 	index    int
 	gateways []*net.IPNet // its addresses: gateway IPs with subnet masks
+	// vni is the VNI of an overlay network, 0 for a node-local one.
+	vni uint32
+	// vx names the VXLAN port of an overlay network's bridge once it
+	// is there.
+	vx string
+}
+
+// alias is what the bridge's alias says: its network, and its VNI for
+// an overlay network.
+func (b *bridge) alias() string {
+	if b.vni != 0 {
+		return overlayBridgeAlias(b.netID, b.vni)
+	}
+	return bridgeAlias(b.netID)
 }
 
 func (b *bridge) subnets() []*net.IPNet {
@@ -34,6 +48,13 @@ func (b *bridge) subnets() []*net.IPNet {
 // m.mu is held.
 func (m *Manager) ensureBridge(at attachment) (*bridge, error) {
 	if b, ok := m.bridges[at.netID]; ok {
+		// An overlay bridge whose VXLAN port a crash cut short, or
+		// whose network got its VNI from the allocator since.
+		if at.vni != 0 && (b.vx == "" || b.vni != at.vni) {
+			if err := m.setupOverlay(b, at.vni); err != nil {
+				return nil, err
+			}
+		}
 		return b, nil
 	}
 	// Two bridges with overlapping subnets would make the host's routes
@@ -73,14 +94,15 @@ func (m *Manager) ensureBridge(at attachment) (*bridge, error) {
 		} else {
 			l = nil
 		}
+		b := &bridge{netID: at.netID, name: name, gateways: at.gateways, vni: at.vni}
 		created := false
 		if l == nil {
-			if l, err = createBridge(name, at); err != nil {
+			if l, err = createBridge(name, b.alias(), at.mtu); err != nil {
 				return nil, err
 			}
 			created = true
 		}
-		b := &bridge{netID: at.netID, name: name, index: l.Attrs().Index, gateways: at.gateways}
+		b.index = l.Attrs().Index
 		if err := m.setupBridge(l, b); err != nil {
 			if created {
 				err = errors.Join(err, m.deleteBridge(b))
@@ -100,14 +122,14 @@ func (m *Manager) ensureBridge(at attachment) (*bridge, error) {
 // is random but set explicitly: a bridge with a MAC of its own keeps it,
 // instead of taking on its ports' as they come and go, which would change
 // the gateway's MAC under the tasks.
-func createBridge(name string, at attachment) (netlink.Link, error) {
+func createBridge(name, alias string, mtu int) (netlink.Link, error) {
 	br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{
-		Name: name, MTU: at.mtu, TxQLen: -1, HardwareAddr: randomMAC(),
+		Name: name, MTU: mtu, TxQLen: -1, HardwareAddr: randomMAC(),
 	}}
 	if err := netlink.LinkAdd(br); err != nil {
 		return nil, fmt.Errorf("add bridge %s: %w", name, err)
 	}
-	err := netlink.LinkSetAlias(br, bridgeAlias(at.netID))
+	err := netlink.LinkSetAlias(br, alias)
 	var l netlink.Link
 	if err == nil {
 		l, err = netlink.LinkByName(name)
@@ -121,8 +143,8 @@ func createBridge(name string, at attachment) (netlink.Link, error) {
 // setupBridge brings a bridge to the state Attach needs; every step can
 // run again on a bridge that has it already.
 func (m *Manager) setupBridge(l netlink.Link, b *bridge) error {
-	if l.Attrs().Alias != bridgeAlias(b.netID) {
-		if err := netlink.LinkSetAlias(l, bridgeAlias(b.netID)); err != nil {
+	if l.Attrs().Alias != b.alias() {
+		if err := netlink.LinkSetAlias(l, b.alias()); err != nil {
 			return fmt.Errorf("bridge %s alias: %w", b.name, err)
 		}
 	}
@@ -143,7 +165,16 @@ func (m *Manager) setupBridge(l netlink.Link, b *bridge) error {
 	if err := m.applyVIPs(b); err != nil {
 		return err
 	}
-	return m.fw.addBridge(b.name, b.subnets())
+	if err := m.fw.addBridge(b.name, b.subnets()); err != nil {
+		return err
+	}
+	if b.vni == 0 {
+		return nil
+	}
+	if err := m.ensureVxlan(b); err != nil {
+		return err
+	}
+	return m.applyPeers(b)
 }
 
 // SetVIPs sets the service virtual IPs of every network, by network id.
@@ -205,9 +236,12 @@ func (m *Manager) applyVIPs(b *bridge) error {
 	return errors.Join(errs...)
 }
 
-// deleteBridge removes a bridge and its firewall rules. m.mu is held.
+// deleteBridge removes a bridge, its VXLAN port and its firewall rules.
+// The port goes by its name, also when the Manager did not record it (a
+// crash before its alias was written). m.mu is held.
 func (m *Manager) deleteBridge(b *bridge) error {
 	err := m.fw.removeBridge(b.name)
+	err = errors.Join(err, deleteLink(vxlanName(m.cfg.Prefix, b.name)))
 	if l, lerr := netlink.LinkByName(b.name); lerr == nil {
 		if derr := netlink.LinkDel(l); derr != nil && !isLinkNotFound(derr) {
 			err = errors.Join(err, fmt.Errorf("delete bridge %s: %w", b.name, derr))

@@ -76,6 +76,13 @@ func vethName(prefix, taskID string, index, salt int) string {
 	return prefix + "-" + hashHex(fmt.Sprintf("%s/%d/%d", taskID, index, salt), ifNameMax-len(prefix)-1)
 }
 
+// vxlanName names the VXLAN port of the bridge named br: the same name
+// with "-vx-" for "-br-", so that the pair is plain to see in `ip link`
+// and the name is free whenever the bridge's was.
+func vxlanName(prefix, br string) string {
+	return prefix + "-vx-" + strings.TrimPrefix(br, bridgePrefix(prefix))
+}
+
 // bridgePrefix is how every bridge of a manager's prefix starts; the
 // isolation rule matches it as a wildcard.
 func bridgePrefix(prefix string) string { return prefix + "-br-" }
@@ -87,7 +94,8 @@ func hashHex(s string, n int) string {
 
 // owner is what a link's alias says about it.
 type owner struct {
-	netID  string // both kinds
+	netID  string // every kind
+	vni    uint32 // bridges of overlay networks only
 	taskID string // veths only
 	ifName string // veths only: the name of the other end in the task
 	index  int    // veths only: the attachment's position
@@ -95,8 +103,17 @@ type owner struct {
 
 func (o owner) isVeth() bool { return o.taskID != "" }
 
-// bridgeAlias and vethAlias write an owner as `shoal key=value…`.
+// bridgeAlias and vethAlias write an owner as `shoal key=value…`. A
+// VXLAN device has its bridge's alias without the VNI, which it carries
+// itself.
 func bridgeAlias(netID string) string { return aliasTag + " net=" + netID }
+
+// overlayBridgeAlias is the alias of an overlay network's bridge: the
+// VNI in it tells Restore that the bridge needs a VXLAN port, also when a
+// crash came before the port was made.
+func overlayBridgeAlias(netID string, vni uint32) string {
+	return bridgeAlias(netID) + " vni=" + strconv.FormatUint(uint64(vni), 10)
+}
 
 func vethAlias(taskID, netID string, index int) string {
 	return fmt.Sprintf("%s task=%s net=%s if=%s idx=%d", aliasTag, taskID, netID, ifName(index), index)
@@ -105,8 +122,9 @@ func vethAlias(taskID, netID string, index int) string {
 // ifName is the name of a task's index-th interface, as Docker names them.
 func ifName(index int) string { return "eth" + strconv.Itoa(index) }
 
-// parseAlias reads an alias written by bridgeAlias or vethAlias; ok is
-// false for anything else, which the manager then does not adopt.
+// parseAlias reads an alias written by bridgeAlias, overlayBridgeAlias or
+// vethAlias; ok is false for anything else, which the manager then does
+// not adopt.
 func parseAlias(alias string) (o owner, ok bool) {
 	f := strings.Fields(alias)
 	if len(f) < 2 || f[0] != aliasTag {
@@ -123,6 +141,13 @@ func parseAlias(alias string) (o owner, ok bool) {
 	o.netID = kv["net"]
 	if o.netID == "" {
 		return owner{}, false
+	}
+	if v, ok := kv["vni"]; ok {
+		n, err := strconv.ParseUint(v, 10, 32)
+		if err != nil || !validVNI(uint32(n)) {
+			return owner{}, false
+		}
+		o.vni = uint32(n)
 	}
 	if t, isVeth := kv["task"]; isVeth {
 		idx, err := strconv.Atoi(kv["idx"])

@@ -9,8 +9,11 @@
 // (Cleanup) without a state file. Addresses are not chosen here: the
 // manager's allocator hands them out with the task.
 //
-// The package is node-local; overlay networks will add a VXLAN port
-// (shl-vx-…) to the same bridges.
+// An overlay network (driver "overlay", a stack's default) has the same
+// bridge on every node its tasks run on, each with a VXLAN port
+// (shl-vx-…) that joins them into one L2 segment across nodes; the
+// caller tells the manager where the network's remote tasks are
+// (SetPeers). See overlay.go.
 package network
 
 import (
@@ -57,8 +60,16 @@ type Config struct {
 	// in 15).
 	Prefix string
 	// Table is the nftables table (family inet).
-	Table  string
-	Logger *slog.Logger
+	Table string
+	// UnderlayAddr is the node's address on the network between nodes:
+	// the source of its VXLAN packets, and where the other nodes send
+	// the overlay traffic of its tasks (their Peer.Node). Without it,
+	// overlay networks are refused (ErrNoUnderlay).
+	UnderlayAddr net.IP
+	// VXLANPort is the UDP port of VXLAN on every node of the cluster;
+	// DefaultVXLANPort when 0.
+	VXLANPort int
+	Logger    *slog.Logger
 }
 
 // Manager attaches tasks to networks on this node. It is safe for
@@ -78,6 +89,9 @@ type Manager struct {
 	// vips are the service VIPs of each network (SetVIPs), put on the
 	// network's bridge whenever it exists.
 	vips map[string][]net.IP
+	// peers are the remote tasks of each overlay network (SetPeers),
+	// programmed on the network's VXLAN port whenever it exists.
+	peers map[string][]Peer
 }
 
 // task is what the manager knows of an attached task.
@@ -100,6 +114,19 @@ func New(cfg Config) (*Manager, error) {
 	}
 	if !validPrefix(cfg.Prefix) {
 		return nil, fmt.Errorf("%w: link prefix %q: want 1 to %d lower-case letters or digits", ErrInvalid, cfg.Prefix, maxPrefixLen)
+	}
+	if cfg.UnderlayAddr != nil {
+		ip := cfg.UnderlayAddr.To4()
+		if ip == nil {
+			ip = cfg.UnderlayAddr.To16()
+		}
+		if ip == nil || ip.IsUnspecified() || ip.IsMulticast() {
+			return nil, fmt.Errorf("%w: underlay address %v", ErrInvalid, cfg.UnderlayAddr)
+		}
+		cfg.UnderlayAddr = ip
+	}
+	if cfg.VXLANPort < 0 || cfg.VXLANPort > 65535 {
+		return nil, fmt.Errorf("%w: VXLAN port %d", ErrInvalid, cfg.VXLANPort)
 	}
 	log := cfg.Logger
 	if log == nil {
@@ -135,6 +162,11 @@ func (m *Manager) Attach(taskID string, atts []*typesv1.NetworkAttachment) (nsPa
 	plan, err := parseAttachments(atts)
 	if err != nil {
 		return "", "", fmt.Errorf("attach task %s: %w", taskID, err)
+	}
+	for _, at := range plan {
+		if at.vni != 0 && m.cfg.UnderlayAddr == nil {
+			return "", "", fmt.Errorf("attach task %s: overlay network %s: %w: the node was started without one", taskID, at.netID, ErrNoUnderlay)
+		}
 	}
 	if len(plan) > 0 {
 		ip = plan[0].addr.IP.String()
@@ -334,12 +366,14 @@ func (m *Manager) Tasks() []string {
 }
 
 // Restore rebuilds the manager's view from the host, after an agent
-// restart: bridges and veths of its prefix are adopted by their aliases,
-// tasks by their namespace files, and nothing that works is recreated.
-// What a crash left half made (a veth whose task's namespace is gone, a
-// bridge without tasks, an empty namespace file) is removed, and the
-// firewall rules of the bridges kept are put back in case the table was
-// flushed meanwhile.
+// restart: bridges, VXLAN ports and veths of its prefix are adopted by
+// their aliases, tasks by their namespace files, and nothing that works
+// is recreated. What a crash left half made (a veth whose task's
+// namespace is gone, a bridge without tasks, a VXLAN device without its
+// bridge, an empty namespace file) is removed; an overlay bridge that
+// lost its VXLAN port gets it back. The firewall rules of the bridges
+// kept are put back in case the table was flushed meanwhile. The peer
+// entries of a VXLAN port are kept as they are until SetPeers.
 func (m *Manager) Restore() error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -375,6 +409,7 @@ func (m *Manager) restoreLocked() error {
 		o owner
 	}
 	var veths []vethLink
+	var vxlans []vethLink
 	for _, l := range links {
 		a := l.Attrs()
 		o, ok := parseAlias(a.Alias)
@@ -388,7 +423,7 @@ func (m *Manager) restoreLocked() error {
 			if err != nil {
 				return fmt.Errorf("addresses of %s: %w", a.Name, err)
 			}
-			b := &bridge{netID: o.netID, name: a.Name, index: a.Index}
+			b := &bridge{netID: o.netID, name: a.Name, index: a.Index, vni: o.vni}
 			for _, ad := range addrs {
 				// A /32 is a service VIP (SetVIPs), not a gateway.
 				if ones, bits := ad.Mask.Size(); ones == bits {
@@ -399,6 +434,8 @@ func (m *Manager) restoreLocked() error {
 			bridges[o.netID] = b
 		case ok && o.isVeth() && l.Type() == "veth":
 			veths = append(veths, vethLink{l, o})
+		case ok && !o.isVeth() && l.Type() == "vxlan":
+			vxlans = append(vxlans, vethLink{l, o})
 		case !ok && looksMade(m.cfg.Prefix, a.Name, l.Type()):
 			m.log.Warn("removing link without owner", "link", a.Name)
 			errs = append(errs, deleteLink(a.Name))
@@ -414,6 +451,18 @@ func (m *Manager) restoreLocked() error {
 		}
 		t.endpoints = append(t.endpoints, endpoint{netID: v.o.netID, host: v.l.Attrs().Name, ifName: v.o.ifName, index: v.o.index})
 	}
+	for _, v := range vxlans {
+		// Adopted as it is when it is its bridge's port; ensureVxlan
+		// below checks the rest. A VXLAN device of the name the bridge's
+		// would have but without owner is replaced there too.
+		b, ok := bridges[v.o.netID]
+		if !ok || b.vni == 0 || v.l.Attrs().Name != vxlanName(m.cfg.Prefix, b.name) || v.l.Attrs().MasterIndex != b.index {
+			m.log.Warn("removing orphaned VXLAN device", "link", v.l.Attrs().Name, "network.id", v.o.netID)
+			errs = append(errs, deleteLink(v.l.Attrs().Name))
+			continue
+		}
+		b.vx = v.l.Attrs().Name
+	}
 	for _, t := range tasks {
 		slices.SortFunc(t.endpoints, func(a, b endpoint) int { return a.index - b.index })
 	}
@@ -424,6 +473,13 @@ func (m *Manager) restoreLocked() error {
 			continue
 		}
 		errs = append(errs, enableForwarding(), m.fw.addBridge(b.name, b.subnets()), m.applyVIPs(b))
+		if b.vni != 0 {
+			if err := m.ensureVxlan(b); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			errs = append(errs, m.applyPeers(b))
+		}
 	}
 	m.log.Info("network state restored", "tasks", len(m.tasks), "bridges", len(m.bridges))
 	return errors.Join(errs...)
