@@ -66,7 +66,7 @@ func (mb *member) nodeRows() []map[string]string {
 func TestThreeManagers(t *testing.T) {
 	testutil.RequiresRoot(t)
 	bin := buildBinaries(t)
-	c := testcluster.New(t, testcluster.Options{Nodes: 3})
+	c := testcluster.New(t, testcluster.Options{Nodes: 4})
 	var ms []*member
 	for _, n := range c.Nodes() {
 		ms = append(ms, &member{t: t, node: n, bin: bin})
@@ -74,6 +74,9 @@ func TestThreeManagers(t *testing.T) {
 	for _, mb := range ms {
 		t.Cleanup(func() { os.RemoveAll("/sys/fs/cgroup/memory/shoal-e2e-" + filepath.Base(mb.node.NetnsPath)) })
 	}
+	// The fourth node only tries to join with bad tokens.
+	outsider := ms[3]
+	ms = ms[:3]
 	ms[0].start("--init")
 	testcluster.Poll(t, "first manager up", 20*time.Second, func() bool { _, err := ms[0].shoal("node", "ls"); return err == nil })
 	token := strings.TrimSpace(ms[0].must("swarm", "join-token", "-q", "manager"))
@@ -85,21 +88,32 @@ func TestThreeManagers(t *testing.T) {
 	// swarm: refused, with the reason, and no node is added.
 	parts := strings.Split(token, "-")
 	wrong := strings.Join(append(parts[:3:3], strings.Repeat("0", len(parts[3]))), "-")
-	out, err := ms[1].node.Run(filepath.Join(bin, "shoal-manager"), "--data-dir", ms[1].node.DataDir, "--run-dir", ms[1].node.RunDir,
-		"--listen-addr", ms[1].addr(), "--advertise-addr", ms[1].addr(), "--join", ms[0].addr(), "--token", wrong)
+	tryJoin := func(token string) (string, error) {
+		defer os.RemoveAll(outsider.node.DataDir)
+		return outsider.node.Run(filepath.Join(bin, "shoal-manager"), "--data-dir", outsider.node.DataDir, "--run-dir", outsider.node.RunDir,
+			"--listen-addr", outsider.addr(), "--advertise-addr", outsider.addr(), "--join", ms[0].addr(), "--token", token)
+	}
+	out, err := tryJoin(wrong)
 	if err == nil || !strings.Contains(err.Error(), "token") {
 		t.Errorf("join with a wrong secret: %v %s", err, out)
 	}
 	otherCA := strings.Join([]string{parts[0], parts[1], strings.Repeat("1", len(parts[2])), parts[3]}, "-")
-	_, err = ms[1].node.Run(filepath.Join(bin, "shoal-manager"), "--data-dir", ms[1].node.DataDir, "--run-dir", ms[1].node.RunDir,
-		"--listen-addr", ms[1].addr(), "--advertise-addr", ms[1].addr(), "--join", ms[0].addr(), "--token", otherCA)
+	_, err = tryJoin(otherCA)
 	if err == nil || !strings.Contains(err.Error(), "digest") {
 		t.Errorf("join with another swarm's CA digest: %v", err)
+	}
+	// A rotated token stops working at once.
+	old := token
+	token = strings.TrimSpace(ms[0].must("swarm", "join-token", "-q", "--rotate", "manager"))
+	if token == old {
+		t.Fatal("join-token --rotate printed the old token")
+	}
+	if _, err := tryJoin(old); err == nil || !strings.Contains(err.Error(), "rotated") {
+		t.Errorf("join with a rotated token: %v", err)
 	}
 	if rows := ms[0].nodeRows(); len(rows) != 1 {
 		t.Errorf("refused joins changed the node list: %v", rows)
 	}
-	os.RemoveAll(ms[1].node.DataDir)
 
 	start := time.Now()
 	for _, mb := range ms[1:] {
@@ -173,6 +187,29 @@ func TestThreeManagers(t *testing.T) {
 		})
 	}
 
+	// Partition a follower away: it cannot write, the majority can; on
+	// heal it catches up.
+	var cut *member
+	for _, mb := range ms {
+		if mb != lead && mb != follower {
+			cut = mb
+		}
+	}
+	cut.node.Partition()
+	write(1)
+	follower.must("stack", "deploy", "-c", compose, "probe2")
+	start = time.Now()
+	if _, err := cut.shoal("stack", "deploy", "-c", compose, "probe3"); err == nil {
+		t.Error("a write on the partitioned manager succeeded")
+	} else {
+		t.Logf("write on the partitioned manager failed after %v: %v", time.Since(start).Round(time.Millisecond), err)
+	}
+	cut.node.Heal()
+	testcluster.Poll(t, "healed manager catches up", 20*time.Second, func() bool {
+		out, _ := cut.shoal("stack", "ls")
+		return strings.Contains(out, "probe2") && !strings.Contains(out, "probe3")
+	})
+
 	// Kill the leader: a new one within 3 s, and writes go on.
 	lead.proc.Kill()
 	killed := time.Now()
@@ -213,6 +250,11 @@ func TestThreeManagers(t *testing.T) {
 		return false
 	})
 	t.Logf("dead manager Down %v after the kill", time.Since(killed).Round(time.Millisecond))
+
+	// Leaving now would lose the quorum: refused without --force.
+	if _, err := rest[0].shoal("swarm", "leave"); err == nil || !strings.Contains(err.Error(), "Without a Raft quorum") {
+		t.Errorf("leave that loses the quorum: %v", err)
+	}
 
 	// Without quorum, reads answer and writes fail with the reason.
 	rest[1].proc.Kill()
@@ -345,12 +387,27 @@ func TestWorkers(t *testing.T) {
 	}
 
 	compose := filepath.Join(t.TempDir(), "w.yml")
-	os.WriteFile(compose, []byte("services:\n  web:\n    image: shoal-e2e/web:latest\n    deploy:\n      replicas: 5\n"), 0o644)
+	os.WriteFile(compose, []byte(`services:
+  web:
+    image: shoal-e2e/web:latest
+    deploy:
+      replicas: 5
+  client:
+    image: shoal-e2e/web:latest
+    command: ["/bin/helper", "sleep", "inf"]
+    deploy:
+      placement:
+        constraints: [node.role == manager]
+`), 0o644)
 	mgr.must("stack", "deploy", "-c", compose, "w")
 	counts := func() []int {
 		out := make([]int, len(ms))
 		for i, mb := range ms {
-			out[i] = len(mb.running())
+			for _, r := range mb.running() {
+				if r.Spec.Labels["com.docker.swarm.service.name"] == "w_web" {
+					out[i]++
+				}
+			}
 		}
 		return out
 	}
@@ -367,6 +424,37 @@ func TestWorkers(t *testing.T) {
 		_ = i
 	}
 	t.Logf("tasks per node: %v", spread)
+
+	// Across nodes over the overlay: the client on the manager resolves
+	// every task and reaches each one, by address.
+	var client string
+	testcluster.Poll(t, "client running", 30*time.Second, func() bool {
+		for _, r := range mgr.running() {
+			if r.Spec.Labels["com.docker.swarm.service.name"] == "w_client" {
+				client = r.Name
+				return true
+			}
+		}
+		return false
+	})
+	var addrs []string
+	testcluster.Poll(t, "tasks.web resolves to 5 addresses", 20*time.Second, func() bool {
+		out, err := mgr.shoal("container", "exec", client, "/bin/helper", "lookup", "tasks.web")
+		addrs = strings.Fields(out)
+		return err == nil && len(addrs) == 5
+	})
+	hosts := map[string]bool{}
+	for _, a := range addrs {
+		out, err := mgr.shoal("container", "exec", client, "/bin/helper", "fetch", "http://"+a+"/", "1")
+		if err != nil {
+			t.Errorf("task at %s from the manager's client: %v", a, err)
+			continue
+		}
+		hosts[out] = true
+	}
+	if len(hosts) != 5 {
+		t.Errorf("the client reached %d distinct tasks of 5 across nodes", len(hosts))
+	}
 
 	// Kill a worker's daemon (its containers live on, as after a crash of
 	// the daemon alone; to the swarm the node is gone).

@@ -517,9 +517,54 @@ func (m *Manager) info(r *controlv1.InfoResponse) {
 }
 
 func (m *Manager) leave(force bool) error {
-	// A lone manager leaving destroys the swarm: Docker asks for --force.
-	if !force {
-		return errors.New("you are attempting to leave the swarm on a node that is participating as a manager. Removing the last manager erases all current state of the swarm. Use `--force` to ignore this message")
+	servers, err := m.raft.Servers()
+	if err != nil {
+		servers = nil
+	}
+	if len(servers) <= 1 {
+		// A lone manager leaving destroys the swarm: Docker asks for --force.
+		if !force {
+			return errors.New("you are attempting to leave the swarm on a node that is participating as a manager. Removing the last manager erases all current state of the swarm. Use `--force` to ignore this message")
+		}
+	} else {
+		// Managers left reachable after this one goes, against the
+		// quorum of the smaller configuration.
+		reachable := 0
+		m.store.View(func(tx store.ReadTx) {
+			for _, sv := range servers {
+				n := store.GetNode(tx, string(sv.ID))
+				if string(sv.ID) != m.state.NodeID && n != nil && n.GetStatus().GetState() == typesv1.NodeState_NODE_STATE_READY {
+					reachable++
+				}
+			}
+		})
+		quorum := (len(servers)-1)/2 + 1
+		if reachable < quorum && !force {
+			return fmt.Errorf("you are attempting to leave the swarm on a node that is participating as a manager. Removing this node leaves %d managers out of %d. Without a Raft quorum your swarm will be inaccessible. The only way to restore a swarm that has lost consensus is to reinitialize it with `--force-new-cluster`. Use `--force` to suppress this message", reachable, len(servers))
+		}
+		// Out of Raft first, through the leader (another one, if this
+		// node leads), so that the rest keep their quorum.
+		if m.raft.IsLeader() {
+			if err := m.raft.LeadershipTransfer(); err != nil && !force {
+				return fmt.Errorf("hand over leadership before leaving: %w", err)
+			}
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		var rerr error
+		for ctx.Err() == nil {
+			cli, err := m.leaderClient()
+			if err == nil {
+				_, err = cli.RemoveManager(ctx, &clusterv1.RemoveManagerRequest{NodeId: m.state.NodeID})
+			}
+			if rerr = err; err == nil {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if rerr != nil && !force {
+			return fmt.Errorf("leave raft: %w", rerr)
+		}
 	}
 	m.leaveOnce.Do(func() {
 		// Reply first, then tear down.
@@ -692,7 +737,9 @@ func (m *Manager) startNode(ctx context.Context, wg *sync.WaitGroup, st *store.S
 	onSession func(context.Context, dispatcherv1.DispatcherClient, string)) (func(), error) {
 	cfg := m.cfg
 	var err error
-	m.net, err = network.New(network.Config{RunDir: cfg.RunDir, Logger: cfg.Logger})
+	// Overlay networks reach other nodes from the advertised address.
+	host, _, _ := net.SplitHostPort(cfg.AdvertiseAddr)
+	m.net, err = network.New(network.Config{RunDir: cfg.RunDir, Logger: cfg.Logger, UnderlayAddr: net.ParseIP(host)})
 	if err != nil {
 		return nil, err
 	}

@@ -595,3 +595,27 @@ func matchPrefix(id string, prefixes []string) bool {
 	}
 	return false
 }
+
+// RemoveNode deletes a node from the swarm, as `docker node rm`: a node
+// that is not Down needs force, and a manager must be demoted first. Its
+// certificate is refused from then on and its tasks are replaced.
+func (s *Server) RemoveNode(ctx context.Context, req *controlv1.RemoveNodeRequest) (*controlv1.RemoveNodeResponse, error) {
+	err := s.retry(ctx, func(tx store.ReadTx, b *store.Batch) error {
+		n, err := s.findNode(tx, req.GetRef())
+		if err != nil {
+			return err
+		}
+		if n.GetRole() == typesv1.NodeRole_NODE_ROLE_MANAGER {
+			return status.Errorf(codes.FailedPrecondition, "node %s is a cluster manager and is a member of the raft cluster. It must be demoted to worker before removal", n.GetId())
+		}
+		if n.GetStatus().GetState() != typesv1.NodeState_NODE_STATE_DOWN && !req.GetForce() {
+			return status.Errorf(codes.FailedPrecondition, "node %s is not down and can't be removed", n.GetId())
+		}
+		b.DeleteNode(n)
+		return nil
+	})
+	if err != nil {
+		return nil, grpcError(err)
+	}
+	return &controlv1.RemoveNodeResponse{}, nil
+}

@@ -184,10 +184,31 @@ func (d *Dispatcher) expectReadyNodes() {
 	}
 }
 
+// errNodeRemoved refuses a session to a node the swarm no longer has.
+var errNodeRemoved = errors.New("this node is not part of the swarm (it was removed): leave and join again")
+
 func (d *Dispatcher) expireSessions(ctx context.Context) {
 	now := time.Now()
 	var dead []string
+	known := map[string]bool{}
+	d.store.View(func(tx store.ReadTx) {
+		nodes, _ := store.FindNodes(tx, store.All)
+		for _, n := range nodes {
+			known[n.GetId()] = true
+		}
+	})
 	d.mu.Lock()
+	// Sessions of removed nodes end now; their certificates are refused
+	// from then on.
+	for id, s := range d.sessions {
+		if !known[s.nodeID] {
+			delete(d.sessions, id)
+			if d.byNode[s.nodeID] == s {
+				delete(d.byNode, s.nodeID)
+			}
+			close(s.done)
+		}
+	}
 	for id, deadline := range d.expect {
 		if d.byNode[id] != nil {
 			delete(d.expect, id)
@@ -243,17 +264,13 @@ func (d *Dispatcher) setNodeState(ctx context.Context, nodeID string, st typesv1
 func (d *Dispatcher) registerNode(ctx context.Context, req *dispatcherv1.SessionRequest) error {
 	for attempt := 0; attempt < 5; attempt++ {
 		b := d.store.NewBatch()
+		gone := false
 		d.store.View(func(tx store.ReadTx) {
 			n := store.GetNode(tx, req.GetNodeId())
 			if n == nil {
-				n = &typesv1.Node{
-					Id:   req.GetNodeId(),
-					Spec: &typesv1.NodeSpec{Annotations: &typesv1.Annotations{}},
-					Role: typesv1.NodeRole_NODE_ROLE_WORKER,
-				}
-				n.Description = req.GetDescription()
-				n.Status = &typesv1.NodeStatus{State: typesv1.NodeState_NODE_STATE_READY, Addr: req.GetAddr()}
-				b.CreateNode(n)
+				// Nodes are made by init and join; one that is missing
+				// was removed (`node rm`) and may not come back.
+				gone = true
 				return
 			}
 			want := &typesv1.NodeStatus{State: typesv1.NodeState_NODE_STATE_READY, Addr: req.GetAddr()}
@@ -264,6 +281,9 @@ func (d *Dispatcher) registerNode(ctx context.Context, req *dispatcherv1.Session
 			n.Description = req.GetDescription()
 			b.UpdateNode(n)
 		})
+		if gone {
+			return errNodeRemoved
+		}
 		if b.Len() == 0 {
 			return nil
 		}
@@ -292,6 +312,9 @@ func (d *Dispatcher) Session(req *dispatcherv1.SessionRequest, stream dispatcher
 		return status.Error(codes.FailedPrecondition, "this manager is not the leader")
 	}
 	if err := d.registerNode(ctx, req); err != nil {
+		if errors.Is(err, errNodeRemoved) {
+			return status.Errorf(codes.PermissionDenied, "node %s: %v", req.GetNodeId(), err)
+		}
 		return status.Errorf(codes.Unavailable, "register node: %v", err)
 	}
 	s := &session{id: identity.NewID(), nodeID: req.GetNodeId(), deadline: time.Now().Add(d.grace()), done: make(chan struct{})}

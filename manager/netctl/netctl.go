@@ -130,6 +130,7 @@ func (c *Controller) sync() {
 			}
 		}
 	}
+	c.syncPeers(tasks)
 	c.syncDNS(services, byService)
 	c.computeVIPs(services, byService)
 	c.syncIngress(services, byService)

@@ -461,3 +461,8 @@ func (n *Node) Shutdown() error {
 	})
 	return n.stopErr
 }
+
+// LeadershipTransfer hands leadership to another voter and waits for it.
+func (n *Node) LeadershipTransfer() error {
+	return n.raft.LeadershipTransfer().Error()
+}
