@@ -74,10 +74,15 @@ func (a *App) newSwarmInitCommand() *cobra.Command {
 			"manager of a new cluster, and wait until it is ready.",
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return a.startDaemon(cmd, &o, append(o.args(cmd), "--init"))
+			args := append(o.args(cmd), "--init")
+			if f := cmd.Flags().Lookup("cert-expiry"); f.Changed {
+				args = append(args, "--cert-expiry", f.Value.String())
+			}
+			return a.startDaemon(cmd, &o, args)
 		},
 	}
 	addDaemonFlags(cmd, &o)
+	cmd.Flags().Duration("cert-expiry", 90*24*time.Hour, "Validity period for node certificates (ns|us|ms|s|m|h)")
 	return cmd
 }
 

@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"crypto/x509"
+	"encoding/pem"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -359,7 +361,9 @@ func TestWorkers(t *testing.T) {
 		t.Cleanup(func() { os.RemoveAll("/sys/fs/cgroup/memory/shoal-e2e-" + filepath.Base(mb.node.NetnsPath)) })
 	}
 	mgr, w1, w2 := ms[0], ms[1], ms[2]
-	mgr.start("--init")
+	// Short-lived certificates, so that every node renews its own during
+	// the test (at half-time, 6 s).
+	mgr.start("--init", "--cert-expiry", "12s")
 	testcluster.Poll(t, "manager up", 20*time.Second, func() bool { _, err := mgr.shoal("node", "ls"); return err == nil })
 	token := strings.TrimSpace(mgr.must("swarm", "join-token", "-q", "worker"))
 	for _, w := range []*member{w1, w2} {
@@ -382,9 +386,10 @@ func TestWorkers(t *testing.T) {
 	if _, err := w1.shoal("node", "ls"); err == nil || !strings.Contains(err.Error(), "This node is not a swarm manager") {
 		t.Errorf("node ls on a worker: %v", err)
 	}
-	for _, mb := range ms {
-		mb.importImage("shoal-e2e/web:latest")
-	}
+	// The image is loaded on the manager only: workers pull it from the
+	// manager's registry when a task needs it.
+	mgr.importImage("shoal-e2e/web:latest")
+	firstCert := nodeCert(t, w1)
 
 	compose := filepath.Join(t.TempDir(), "w.yml")
 	os.WriteFile(compose, []byte(`services:
@@ -494,6 +499,37 @@ func TestWorkers(t *testing.T) {
 		return c[1] == 0 && c[0]+c[2] == 5
 	})
 
+	// Promote the drained worker: it restarts into Raft as a manager;
+	// demote it again: it leaves Raft and works on as a worker.
+	statusOf := func(id string) (string, string) {
+		for _, r := range mgr.nodeRows() {
+			if strings.TrimSpace(strings.TrimSuffix(r["ID"], "*")) == id {
+				return r["STATUS"], r["MANAGER STATUS"]
+			}
+		}
+		return "", ""
+	}
+	mgr.must("node", "promote", w1id)
+	testcluster.Poll(t, "promoted worker runs as a manager", 60*time.Second, func() bool {
+		st, ms := statusOf(w1id)
+		out, err := w1.shoal("node", "ls")
+		return st == "Ready" && ms == "Reachable" && err == nil && strings.Contains(out, "Leader")
+	})
+	mgr.must("node", "demote", w1id)
+	testcluster.Poll(t, "demoted manager runs as a worker", 60*time.Second, func() bool {
+		st, ms := statusOf(w1id)
+		_, err := w1.shoal("node", "ls")
+		return st == "Ready" && ms == "" && err != nil && strings.Contains(err.Error(), "not a swarm manager")
+	})
+	if _, err := mgr.shoal("node", "demote", nodeIDOf(t, mgr, mgr)); err == nil || !strings.Contains(err.Error(), "last manager") {
+		t.Errorf("demoting the last manager: %v", err)
+	}
+
+	// Certificates were renewed on the way, and the nodes stayed in.
+	if c := nodeCert(t, w1); c.SerialNumber.Cmp(firstCert.SerialNumber) == 0 || time.Now().After(c.NotAfter) {
+		t.Errorf("worker certificate not renewed: serial %x (first %x), expires %v", c.SerialNumber, firstCert.SerialNumber, c.NotAfter)
+	}
+
 	mgr.must("stack", "rm", "w")
 	testcluster.Poll(t, "nothing running", 30*time.Second, func() bool {
 		c := counts()
@@ -521,4 +557,22 @@ func TestWorkers(t *testing.T) {
 			t.Errorf("%s: data dir still has node.json after leave", mb.node.Name)
 		}
 	}
+}
+
+// nodeCert reads the node certificate a member keeps in its data dir.
+func nodeCert(t *testing.T, mb *member) *x509.Certificate {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(mb.node.DataDir, "certificates", "node.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := pem.Decode(data)
+	if b == nil {
+		t.Fatal("node.pem: no PEM block")
+	}
+	c, err := x509.ParseCertificate(b.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }

@@ -31,9 +31,23 @@ import (
 // (no quorum): it fails at once instead of hanging.
 var ErrNoLeader = errors.New("the swarm does not have a leader. It's possible that too few managers are online. Make sure more than half of the managers are online")
 
-// certValidity is how long node certificates last; they are renewed at
-// half-time.
-const certValidity = ca.DefaultValidity
+// certExpiry is the validity of this node's own first certificate at
+// init: Config.CertExpiry or ca.DefaultValidity.
+func (m *Manager) certExpiry() time.Duration {
+	if m.cfg.CertExpiry > 0 {
+		return m.cfg.CertExpiry
+	}
+	return ca.DefaultValidity
+}
+
+// validity is how long the certificates the swarm issues last: the
+// cluster's setting.
+func validity(cl *typesv1.Cluster) time.Duration {
+	if d := cl.GetSpec().GetNodeCertExpiry().AsDuration(); d > 0 {
+		return d
+	}
+	return ca.DefaultValidity
+}
 
 func (m *Manager) certDir() string { return filepath.Join(m.cfg.DataDir, "certificates") }
 
@@ -48,7 +62,7 @@ func (m *Manager) newSwarmIdentity() (*ca.CA, error) {
 	if err != nil {
 		return nil, err
 	}
-	certPEM, err := root.Issue(key.Public(), m.state.NodeID, ca.RoleManager, time.Now(), certValidity)
+	certPEM, err := root.Issue(key.Public(), m.state.NodeID, ca.RoleManager, time.Now(), m.certExpiry())
 	if err != nil {
 		return nil, err
 	}
@@ -314,7 +328,7 @@ func (s *clusterServer) Join(ctx context.Context, req *clusterv1.JoinRequest) (*
 		return nil, status.Error(codes.PermissionDenied, err.Error())
 	}
 	id := identity.NewID()
-	certPEM, err := root.SignCSR(req.GetCsr(), id, role, time.Now(), certValidity)
+	certPEM, err := root.SignCSR(req.GetCsr(), id, role, time.Now(), validity(cl))
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "certificate request: %v", err)
 	}
@@ -434,7 +448,7 @@ func (s *clusterServer) RenewCertificate(ctx context.Context, req *clusterv1.Ren
 	if err != nil {
 		return nil, err
 	}
-	root, _, err := s.m.signer()
+	root, cl, err := s.m.signer()
 	if err != nil {
 		return nil, status.Error(codes.Unavailable, err.Error())
 	}
@@ -447,7 +461,7 @@ func (s *clusterServer) RenewCertificate(ctx context.Context, req *clusterv1.Ren
 	if n.GetRole() == typesv1.NodeRole_NODE_ROLE_MANAGER {
 		role = ca.RoleManager
 	}
-	certPEM, err := root.SignCSR(req.GetCsr(), nc.NodeID, role, time.Now(), certValidity)
+	certPEM, err := root.SignCSR(req.GetCsr(), nc.NodeID, role, time.Now(), validity(cl))
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "certificate request: %v", err)
 	}

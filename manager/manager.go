@@ -26,6 +26,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/test/bufconn"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/shoal-dev/shoal/agent"
 	agentexec "github.com/shoal-dev/shoal/agent/exec"
@@ -69,8 +70,11 @@ type Config struct {
 	// Join is the address of a manager of the swarm to join, with Token
 	// (a join token); without Init or Join the manager resumes the swarm
 	// in DataDir.
-	Join         string
-	Token        string
+	Join  string
+	Token string
+	// CertExpiry is how long node certificates last, set at init for the
+	// whole swarm (default 90 days, at least 10 s).
+	CertExpiry   time.Duration
 	InitPath     string // shoal-init; default beside the executable
 	CgroupParent string // default "shoal"
 	Logger       *slog.Logger
@@ -89,6 +93,8 @@ type nodeState struct {
 	// Managers are the managers' addresses a worker learnt when it
 	// joined; the network view keeps them current.
 	Managers []string `json:"managers,omitempty"`
+	// RaftJoin is set on a promoted worker until Raft has it as a voter.
+	RaftJoin bool `json:"raft_join,omitempty"`
 }
 
 // Manager is a running shoal-manager.
@@ -107,6 +113,10 @@ type Manager struct {
 	pool     *x509.CertPool
 	peers    peers
 	proposer store.Proposer // forwarder: writes go to the leader
+
+	restart       chan struct{} // closed when the node's role changed
+	restartOnce   sync.Once
+	removeRaftDir bool
 
 	leaveOnce sync.Once
 	left      chan bool // force flag, when Leave was asked
@@ -164,7 +174,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := cfg.defaults(); err != nil {
 		return err
 	}
-	m := &Manager{cfg: cfg, log: cfg.Logger.With("component", "manager"), left: make(chan bool, 1)}
+	m := &Manager{cfg: cfg, log: cfg.Logger.With("component", "manager"), left: make(chan bool, 1), restart: make(chan struct{})}
 	return m.run(ctx)
 }
 
@@ -253,16 +263,37 @@ func (m *Manager) run(ctx context.Context) error {
 		return fmt.Errorf("raft: %w", err)
 	}
 	defer m.raft.Shutdown()
-	if joining {
-		c, err := m.peers.conn(cfg.Join)
-		if err != nil {
-			return err
+	if joining || m.state.RaftJoin {
+		via := m.state.Managers
+		if joining {
+			via = []string{cfg.Join}
 		}
-		actx, cancel := context.WithTimeout(ctx, 20*time.Second)
-		_, err = clusterv1.NewClusterClient(c).AddManager(actx, &clusterv1.AddManagerRequest{RaftAddr: advertiseRaft(cfg)})
-		cancel()
-		if err != nil {
-			return fmt.Errorf("join raft through %s: %w", cfg.Join, err)
+		var errs []error
+		added := false
+		for _, addr := range via {
+			c, err := m.peers.conn(addr)
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			actx, cancel := context.WithTimeout(ctx, 20*time.Second)
+			_, err = clusterv1.NewClusterClient(c).AddManager(actx, &clusterv1.AddManagerRequest{RaftAddr: advertiseRaft(cfg)})
+			cancel()
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", addr, err))
+				continue
+			}
+			added = true
+			break
+		}
+		if !added {
+			return fmt.Errorf("join raft: %w", errors.Join(errs...))
+		}
+		if m.state.RaftJoin {
+			m.state.RaftJoin = false
+			if err := writeFileAtomic(m.statePath(), mustJSON(m.state)); err != nil {
+				return err
+			}
 		}
 	}
 	if err := m.waitLeader(ctx, 20*time.Second); err != nil {
@@ -342,6 +373,20 @@ func (m *Manager) run(ctx context.Context) error {
 
 	wg.Add(1)
 	go func() { defer wg.Done(); m.leaderLoop(ctx, disp) }()
+	wg.Add(1)
+	go func() { defer wg.Done(); m.renewLoop(ctx) }()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := m.serveRegistry(ctx); err != nil {
+			m.log.Error("image registry", "err", err)
+		}
+	}()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		m.watchOwnRole(ctx, func() { m.restartOnce.Do(func() { close(m.restart) }) })
+	}()
 
 	// The embedded agent talks to the leader's dispatcher: its own
 	// through a pipe while this node leads, another's over TLS.
@@ -378,6 +423,15 @@ func (m *Manager) run(ctx context.Context) error {
 		ctlSrv.Stop()
 		wg.Wait()
 		return m.cleanup(force)
+	case <-m.restart:
+		cancel()
+		dispSrv.Stop()
+		pipeSrv.Stop()
+		ctlSrv.Stop()
+		wg.Wait()
+		m.raft.Shutdown()
+		m.dropRaftState()
+		return ErrRestart
 	}
 }
 
@@ -422,7 +476,7 @@ func (m *Manager) leaderLoop(ctx context.Context, disp *dispatcher.Dispatcher) {
 		m.log.Info("leading: controllers started")
 		orch := &orchestrator.Orchestrator{Store: m.store, Prop: m.raft, Log: m.cfg.Logger}
 		sched := &orchestrator.Scheduler{Store: m.store, Prop: m.raft, Log: m.cfg.Logger}
-		for _, f := range []func(context.Context){orch.Run, sched.Run, disp.Run} {
+		for _, f := range []func(context.Context){orch.Run, sched.Run, disp.Run, m.reconcileRoles} {
 			wg.Add(1)
 			go func(f func(context.Context)) { defer wg.Done(); f(cctx) }(f)
 		}
@@ -457,8 +511,9 @@ func (m *Manager) leaderLoop(ctx context.Context, disp *dispatcher.Dispatcher) {
 func (m *Manager) createSwarm(ctx context.Context, root *ca.CA) error {
 	b := m.store.NewBatch()
 	b.CreateCluster(&typesv1.Cluster{
-		Id:         m.state.ClusterID,
-		Spec:       &typesv1.ClusterSpec{Annotations: &typesv1.Annotations{Name: "default"}, TaskHistoryLimit: orchestrator.DefaultHistoryLimit},
+		Id: m.state.ClusterID,
+		Spec: &typesv1.ClusterSpec{Annotations: &typesv1.Annotations{Name: "default"}, TaskHistoryLimit: orchestrator.DefaultHistoryLimit,
+			NodeCertExpiry: durationpb.New(m.certExpiry())},
 		JoinTokens: &typesv1.JoinTokens{Worker: mustToken(root), Manager: mustToken(root)},
 		RootCa:     &typesv1.RootCA{CaCert: root.CertPEM, CaKey: root.KeyPEM, CaDigest: root.Digest()},
 	})
@@ -768,6 +823,7 @@ func (m *Manager) startNode(ctx context.Context, wg *sync.WaitGroup, st *store.S
 		Network:    m.taskNetwork,
 		BeforeStop: func(t *typesv1.Task) { nc.Drain(t.GetId()) },
 		Publish:    nc.PublishHost,
+		Pull:       m.pullImage,
 		AfterRemove: func(t *typesv1.Task) {
 			nc.TaskRemoved(t)
 			_ = m.net.Detach(t.GetId())

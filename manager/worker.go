@@ -156,6 +156,13 @@ func (m *Manager) runWorker(ctx context.Context) error {
 		return err
 	}
 	defer stopNode()
+	wg.Add(1)
+	go func() { defer wg.Done(); m.renewLoop(ctx) }()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		m.watchOwnRole(ctx, func() { m.restartOnce.Do(func() { close(m.restart) }) })
+	}()
 
 	m.log.Info("worker running", "advertise", cfg.AdvertiseAddr, "socket", sock, "managers", m.state.Managers)
 	select {
@@ -166,6 +173,11 @@ func (m *Manager) runWorker(ctx context.Context) error {
 		ctlSrv.Stop()
 		wg.Wait()
 		return m.cleanup(force)
+	case <-m.restart:
+		cancel()
+		ctlSrv.Stop()
+		wg.Wait()
+		return ErrRestart
 	}
 }
 
@@ -178,7 +190,7 @@ func (m *Manager) managerAddrs(view *store.Store) []string {
 		nodes, _ := store.FindNodes(tx, store.All)
 		sort.Slice(nodes, func(i, j int) bool { return nodes[i].GetId() < nodes[j].GetId() })
 		for _, n := range nodes {
-			if a := n.GetStatus().GetAddr(); n.GetRole() == typesv1.NodeRole_NODE_ROLE_MANAGER && a != "" && !seen[a] {
+			if a := n.GetStatus().GetAddr(); n.GetRole() == typesv1.NodeRole_NODE_ROLE_MANAGER && a != "" && !seen[a] && n.GetId() != m.state.NodeID {
 				seen[a] = true
 				out = append(out, a)
 			}

@@ -51,6 +51,10 @@ type RuntimeExecutor struct {
 	// signal: the load balancer takes the task out of rotation there, so
 	// no new connection reaches a task that is going away.
 	BeforeStop func(t *typesv1.Task)
+	// Pull, when set, fetches an image the node lacks (from the managers'
+	// registries, or the registry the reference names); without it, or
+	// when it fails, a missing image rejects the task.
+	Pull func(ctx context.Context, ref string) error
 	// Publish, when set, runs in Prepare once the task has its network
 	// namespace, before its container is made: mode host ports are bound
 	// there, and its error (naming the port) fails the task.
@@ -204,10 +208,16 @@ func (c *runtimeController) Prepare(ctx context.Context) error {
 	}
 	img := c.task.GetSpec().GetContainer().GetImage()
 	if _, err := c.e.Runtime.Images().Get(img); err != nil {
-		if errors.Is(err, image.ErrNotFound) {
+		if !errors.Is(err, image.ErrNotFound) {
+			return fmt.Errorf("image %s: %w", img, err)
+		}
+		if c.e.Pull == nil {
 			return &classError{class: ErrImageMissing, err: err}
 		}
-		return fmt.Errorf("image %s: %w", img, err)
+		c.log.Info("pulling image", "image", img)
+		if perr := c.e.Pull(ctx, img); perr != nil {
+			return &classError{class: ErrImageMissing, err: fmt.Errorf("%w; %v", err, perr)}
+		}
 	}
 	netFn := c.e.Network
 	if netFn == nil {

@@ -313,6 +313,18 @@ func (s *Server) UpdateNode(ctx context.Context, req *controlv1.UpdateNodeReques
 		if req.GetVersion() != 0 && n.GetMeta().GetVersion() != req.GetVersion() {
 			return fmt.Errorf("%w: node %s was changed meanwhile (version %d, not %d)", store.ErrSequenceConflict, n.GetId(), n.GetMeta().GetVersion(), req.GetVersion())
 		}
+		if n.GetSpec().GetDesiredRole() == typesv1.NodeRole_NODE_ROLE_MANAGER && req.GetSpec().GetDesiredRole() == typesv1.NodeRole_NODE_ROLE_WORKER {
+			nodes, _ := store.FindNodes(tx, store.All)
+			managers := 0
+			for _, o := range nodes {
+				if o.GetSpec().GetDesiredRole() == typesv1.NodeRole_NODE_ROLE_MANAGER {
+					managers++
+				}
+			}
+			if managers <= 1 {
+				return status.Error(codes.FailedPrecondition, "attempting to demote the last manager of the swarm")
+			}
+		}
 		n.Spec = proto.CloneOf(req.GetSpec())
 		out = n
 		b.UpdateNode(n)

@@ -897,8 +897,11 @@ type ClusterSpec struct {
 	// TaskHistoryLimit is how many ended tasks are kept per slot (default 5).
 	TaskHistoryLimit int64                `protobuf:"varint,2,opt,name=task_history_limit,json=taskHistoryLimit,proto3" json:"task_history_limit,omitempty"`
 	HeartbeatPeriod  *durationpb.Duration `protobuf:"bytes,3,opt,name=heartbeat_period,json=heartbeatPeriod,proto3" json:"heartbeat_period,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// NodeCertExpiry is how long node certificates are valid (default 90
+	// days); nodes renew theirs at half-time.
+	NodeCertExpiry *durationpb.Duration `protobuf:"bytes,4,opt,name=node_cert_expiry,json=nodeCertExpiry,proto3" json:"node_cert_expiry,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *ClusterSpec) Reset() {
@@ -948,6 +951,13 @@ func (x *ClusterSpec) GetTaskHistoryLimit() int64 {
 func (x *ClusterSpec) GetHeartbeatPeriod() *durationpb.Duration {
 	if x != nil {
 		return x.HeartbeatPeriod
+	}
+	return nil
+}
+
+func (x *ClusterSpec) GetNodeCertExpiry() *durationpb.Duration {
+	if x != nil {
+		return x.NodeCertExpiry
 	}
 	return nil
 }
@@ -4187,11 +4197,12 @@ const file_types_v1_types_proto_rawDesc = "" +
 	"\x04spec\x18\x03 \x01(\v2\x1b.shoal.types.v1.ClusterSpecR\x04spec\x12;\n" +
 	"\vjoin_tokens\x18\x04 \x01(\v2\x1a.shoal.types.v1.JoinTokensR\n" +
 	"joinTokens\x12/\n" +
-	"\aroot_ca\x18\x05 \x01(\v2\x16.shoal.types.v1.RootCAR\x06rootCa\"\xc0\x01\n" +
+	"\aroot_ca\x18\x05 \x01(\v2\x16.shoal.types.v1.RootCAR\x06rootCa\"\x85\x02\n" +
 	"\vClusterSpec\x12=\n" +
 	"\vannotations\x18\x01 \x01(\v2\x1b.shoal.types.v1.AnnotationsR\vannotations\x12,\n" +
 	"\x12task_history_limit\x18\x02 \x01(\x03R\x10taskHistoryLimit\x12D\n" +
-	"\x10heartbeat_period\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x0fheartbeatPeriod\">\n" +
+	"\x10heartbeat_period\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x0fheartbeatPeriod\x12C\n" +
+	"\x10node_cert_expiry\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x0enodeCertExpiry\">\n" +
 	"\n" +
 	"JoinTokens\x12\x16\n" +
 	"\x06worker\x18\x01 \x01(\tR\x06worker\x12\x18\n" +
@@ -4632,106 +4643,107 @@ var file_types_v1_types_proto_depIdxs = []int32{
 	18,  // 6: shoal.types.v1.Cluster.root_ca:type_name -> shoal.types.v1.RootCA
 	14,  // 7: shoal.types.v1.ClusterSpec.annotations:type_name -> shoal.types.v1.Annotations
 	66,  // 8: shoal.types.v1.ClusterSpec.heartbeat_period:type_name -> google.protobuf.Duration
-	13,  // 9: shoal.types.v1.Node.meta:type_name -> shoal.types.v1.Meta
-	20,  // 10: shoal.types.v1.Node.spec:type_name -> shoal.types.v1.NodeSpec
-	21,  // 11: shoal.types.v1.Node.description:type_name -> shoal.types.v1.NodeDescription
-	22,  // 12: shoal.types.v1.Node.status:type_name -> shoal.types.v1.NodeStatus
-	23,  // 13: shoal.types.v1.Node.manager_status:type_name -> shoal.types.v1.ManagerStatus
-	0,   // 14: shoal.types.v1.Node.role:type_name -> shoal.types.v1.NodeRole
-	14,  // 15: shoal.types.v1.NodeSpec.annotations:type_name -> shoal.types.v1.Annotations
-	0,   // 16: shoal.types.v1.NodeSpec.desired_role:type_name -> shoal.types.v1.NodeRole
-	1,   // 17: shoal.types.v1.NodeSpec.availability:type_name -> shoal.types.v1.NodeAvailability
-	38,  // 18: shoal.types.v1.NodeDescription.resources:type_name -> shoal.types.v1.Resources
-	2,   // 19: shoal.types.v1.NodeStatus.state:type_name -> shoal.types.v1.NodeState
-	3,   // 20: shoal.types.v1.ManagerStatus.reachability:type_name -> shoal.types.v1.Reachability
-	13,  // 21: shoal.types.v1.Service.meta:type_name -> shoal.types.v1.Meta
-	25,  // 22: shoal.types.v1.Service.spec:type_name -> shoal.types.v1.ServiceSpec
-	25,  // 23: shoal.types.v1.Service.previous_spec:type_name -> shoal.types.v1.ServiceSpec
-	46,  // 24: shoal.types.v1.Service.endpoint:type_name -> shoal.types.v1.Endpoint
-	42,  // 25: shoal.types.v1.Service.update_status:type_name -> shoal.types.v1.UpdateStatus
-	14,  // 26: shoal.types.v1.ServiceSpec.annotations:type_name -> shoal.types.v1.Annotations
-	28,  // 27: shoal.types.v1.ServiceSpec.task:type_name -> shoal.types.v1.TaskSpec
-	26,  // 28: shoal.types.v1.ServiceSpec.replicated:type_name -> shoal.types.v1.ReplicatedService
-	27,  // 29: shoal.types.v1.ServiceSpec.global:type_name -> shoal.types.v1.GlobalService
-	41,  // 30: shoal.types.v1.ServiceSpec.update:type_name -> shoal.types.v1.UpdateConfig
-	41,  // 31: shoal.types.v1.ServiceSpec.rollback:type_name -> shoal.types.v1.UpdateConfig
-	43,  // 32: shoal.types.v1.ServiceSpec.networks:type_name -> shoal.types.v1.NetworkAttachmentConfig
-	44,  // 33: shoal.types.v1.ServiceSpec.endpoint:type_name -> shoal.types.v1.EndpointSpec
-	30,  // 34: shoal.types.v1.TaskSpec.container:type_name -> shoal.types.v1.ContainerSpec
-	37,  // 35: shoal.types.v1.TaskSpec.resources:type_name -> shoal.types.v1.ResourceRequirements
-	39,  // 36: shoal.types.v1.TaskSpec.restart:type_name -> shoal.types.v1.RestartPolicy
-	40,  // 37: shoal.types.v1.TaskSpec.placement:type_name -> shoal.types.v1.Placement
-	43,  // 38: shoal.types.v1.TaskSpec.networks:type_name -> shoal.types.v1.NetworkAttachmentConfig
-	29,  // 39: shoal.types.v1.TaskSpec.log:type_name -> shoal.types.v1.LogConfig
-	62,  // 40: shoal.types.v1.ContainerSpec.labels:type_name -> shoal.types.v1.ContainerSpec.LabelsEntry
-	31,  // 41: shoal.types.v1.ContainerSpec.mounts:type_name -> shoal.types.v1.Mount
-	66,  // 42: shoal.types.v1.ContainerSpec.stop_grace_period:type_name -> google.protobuf.Duration
-	32,  // 43: shoal.types.v1.ContainerSpec.healthcheck:type_name -> shoal.types.v1.HealthConfig
-	33,  // 44: shoal.types.v1.ContainerSpec.dns_config:type_name -> shoal.types.v1.DNSConfig
-	35,  // 45: shoal.types.v1.ContainerSpec.secrets:type_name -> shoal.types.v1.SecretReference
-	36,  // 46: shoal.types.v1.ContainerSpec.configs:type_name -> shoal.types.v1.ConfigReference
-	63,  // 47: shoal.types.v1.ContainerSpec.sysctls:type_name -> shoal.types.v1.ContainerSpec.SysctlsEntry
-	5,   // 48: shoal.types.v1.Mount.type:type_name -> shoal.types.v1.Mount.Type
-	66,  // 49: shoal.types.v1.HealthConfig.interval:type_name -> google.protobuf.Duration
-	66,  // 50: shoal.types.v1.HealthConfig.timeout:type_name -> google.protobuf.Duration
-	66,  // 51: shoal.types.v1.HealthConfig.start_period:type_name -> google.protobuf.Duration
-	34,  // 52: shoal.types.v1.SecretReference.file:type_name -> shoal.types.v1.FileTarget
-	34,  // 53: shoal.types.v1.ConfigReference.file:type_name -> shoal.types.v1.FileTarget
-	38,  // 54: shoal.types.v1.ResourceRequirements.limits:type_name -> shoal.types.v1.Resources
-	38,  // 55: shoal.types.v1.ResourceRequirements.reservations:type_name -> shoal.types.v1.Resources
-	6,   // 56: shoal.types.v1.RestartPolicy.condition:type_name -> shoal.types.v1.RestartPolicy.Condition
-	66,  // 57: shoal.types.v1.RestartPolicy.delay:type_name -> google.protobuf.Duration
-	66,  // 58: shoal.types.v1.RestartPolicy.window:type_name -> google.protobuf.Duration
-	66,  // 59: shoal.types.v1.UpdateConfig.delay:type_name -> google.protobuf.Duration
-	7,   // 60: shoal.types.v1.UpdateConfig.failure_action:type_name -> shoal.types.v1.UpdateConfig.FailureAction
-	66,  // 61: shoal.types.v1.UpdateConfig.monitor:type_name -> google.protobuf.Duration
-	8,   // 62: shoal.types.v1.UpdateConfig.order:type_name -> shoal.types.v1.UpdateConfig.Order
-	9,   // 63: shoal.types.v1.UpdateStatus.state:type_name -> shoal.types.v1.UpdateStatus.State
-	65,  // 64: shoal.types.v1.UpdateStatus.started_at:type_name -> google.protobuf.Timestamp
-	65,  // 65: shoal.types.v1.UpdateStatus.completed_at:type_name -> google.protobuf.Timestamp
-	10,  // 66: shoal.types.v1.EndpointSpec.mode:type_name -> shoal.types.v1.EndpointSpec.Mode
-	45,  // 67: shoal.types.v1.EndpointSpec.ports:type_name -> shoal.types.v1.PortConfig
-	11,  // 68: shoal.types.v1.PortConfig.protocol:type_name -> shoal.types.v1.PortConfig.Protocol
-	12,  // 69: shoal.types.v1.PortConfig.publish_mode:type_name -> shoal.types.v1.PortConfig.PublishMode
-	44,  // 70: shoal.types.v1.Endpoint.spec:type_name -> shoal.types.v1.EndpointSpec
-	45,  // 71: shoal.types.v1.Endpoint.ports:type_name -> shoal.types.v1.PortConfig
-	47,  // 72: shoal.types.v1.Endpoint.virtual_ips:type_name -> shoal.types.v1.VirtualIP
-	13,  // 73: shoal.types.v1.Task.meta:type_name -> shoal.types.v1.Meta
-	28,  // 74: shoal.types.v1.Task.spec:type_name -> shoal.types.v1.TaskSpec
-	14,  // 75: shoal.types.v1.Task.annotations:type_name -> shoal.types.v1.Annotations
-	14,  // 76: shoal.types.v1.Task.service_annotations:type_name -> shoal.types.v1.Annotations
-	49,  // 77: shoal.types.v1.Task.status:type_name -> shoal.types.v1.TaskStatus
-	4,   // 78: shoal.types.v1.Task.desired_state:type_name -> shoal.types.v1.TaskState
-	51,  // 79: shoal.types.v1.Task.networks:type_name -> shoal.types.v1.NetworkAttachment
-	46,  // 80: shoal.types.v1.Task.endpoint:type_name -> shoal.types.v1.Endpoint
-	65,  // 81: shoal.types.v1.TaskStatus.timestamp:type_name -> google.protobuf.Timestamp
-	4,   // 82: shoal.types.v1.TaskStatus.state:type_name -> shoal.types.v1.TaskState
-	50,  // 83: shoal.types.v1.TaskStatus.container:type_name -> shoal.types.v1.ContainerStatus
-	45,  // 84: shoal.types.v1.TaskStatus.port_status:type_name -> shoal.types.v1.PortConfig
-	65,  // 85: shoal.types.v1.TaskStatus.applied_at:type_name -> google.protobuf.Timestamp
-	52,  // 86: shoal.types.v1.NetworkAttachment.network:type_name -> shoal.types.v1.Network
-	13,  // 87: shoal.types.v1.Network.meta:type_name -> shoal.types.v1.Meta
-	53,  // 88: shoal.types.v1.Network.spec:type_name -> shoal.types.v1.NetworkSpec
-	54,  // 89: shoal.types.v1.Network.ipam:type_name -> shoal.types.v1.IPAMOptions
-	14,  // 90: shoal.types.v1.NetworkSpec.annotations:type_name -> shoal.types.v1.Annotations
-	64,  // 91: shoal.types.v1.NetworkSpec.driver_opts:type_name -> shoal.types.v1.NetworkSpec.DriverOptsEntry
-	54,  // 92: shoal.types.v1.NetworkSpec.ipam:type_name -> shoal.types.v1.IPAMOptions
-	55,  // 93: shoal.types.v1.IPAMOptions.configs:type_name -> shoal.types.v1.IPAMConfig
-	13,  // 94: shoal.types.v1.Secret.meta:type_name -> shoal.types.v1.Meta
-	57,  // 95: shoal.types.v1.Secret.spec:type_name -> shoal.types.v1.SecretSpec
-	14,  // 96: shoal.types.v1.SecretSpec.annotations:type_name -> shoal.types.v1.Annotations
-	13,  // 97: shoal.types.v1.Config.meta:type_name -> shoal.types.v1.Meta
-	59,  // 98: shoal.types.v1.Config.spec:type_name -> shoal.types.v1.ConfigSpec
-	14,  // 99: shoal.types.v1.ConfigSpec.annotations:type_name -> shoal.types.v1.Annotations
-	25,  // 100: shoal.types.v1.StackSpec.services:type_name -> shoal.types.v1.ServiceSpec
-	53,  // 101: shoal.types.v1.StackSpec.networks:type_name -> shoal.types.v1.NetworkSpec
-	57,  // 102: shoal.types.v1.StackSpec.secrets:type_name -> shoal.types.v1.SecretSpec
-	59,  // 103: shoal.types.v1.StackSpec.configs:type_name -> shoal.types.v1.ConfigSpec
-	104, // [104:104] is the sub-list for method output_type
-	104, // [104:104] is the sub-list for method input_type
-	104, // [104:104] is the sub-list for extension type_name
-	104, // [104:104] is the sub-list for extension extendee
-	0,   // [0:104] is the sub-list for field type_name
+	66,  // 9: shoal.types.v1.ClusterSpec.node_cert_expiry:type_name -> google.protobuf.Duration
+	13,  // 10: shoal.types.v1.Node.meta:type_name -> shoal.types.v1.Meta
+	20,  // 11: shoal.types.v1.Node.spec:type_name -> shoal.types.v1.NodeSpec
+	21,  // 12: shoal.types.v1.Node.description:type_name -> shoal.types.v1.NodeDescription
+	22,  // 13: shoal.types.v1.Node.status:type_name -> shoal.types.v1.NodeStatus
+	23,  // 14: shoal.types.v1.Node.manager_status:type_name -> shoal.types.v1.ManagerStatus
+	0,   // 15: shoal.types.v1.Node.role:type_name -> shoal.types.v1.NodeRole
+	14,  // 16: shoal.types.v1.NodeSpec.annotations:type_name -> shoal.types.v1.Annotations
+	0,   // 17: shoal.types.v1.NodeSpec.desired_role:type_name -> shoal.types.v1.NodeRole
+	1,   // 18: shoal.types.v1.NodeSpec.availability:type_name -> shoal.types.v1.NodeAvailability
+	38,  // 19: shoal.types.v1.NodeDescription.resources:type_name -> shoal.types.v1.Resources
+	2,   // 20: shoal.types.v1.NodeStatus.state:type_name -> shoal.types.v1.NodeState
+	3,   // 21: shoal.types.v1.ManagerStatus.reachability:type_name -> shoal.types.v1.Reachability
+	13,  // 22: shoal.types.v1.Service.meta:type_name -> shoal.types.v1.Meta
+	25,  // 23: shoal.types.v1.Service.spec:type_name -> shoal.types.v1.ServiceSpec
+	25,  // 24: shoal.types.v1.Service.previous_spec:type_name -> shoal.types.v1.ServiceSpec
+	46,  // 25: shoal.types.v1.Service.endpoint:type_name -> shoal.types.v1.Endpoint
+	42,  // 26: shoal.types.v1.Service.update_status:type_name -> shoal.types.v1.UpdateStatus
+	14,  // 27: shoal.types.v1.ServiceSpec.annotations:type_name -> shoal.types.v1.Annotations
+	28,  // 28: shoal.types.v1.ServiceSpec.task:type_name -> shoal.types.v1.TaskSpec
+	26,  // 29: shoal.types.v1.ServiceSpec.replicated:type_name -> shoal.types.v1.ReplicatedService
+	27,  // 30: shoal.types.v1.ServiceSpec.global:type_name -> shoal.types.v1.GlobalService
+	41,  // 31: shoal.types.v1.ServiceSpec.update:type_name -> shoal.types.v1.UpdateConfig
+	41,  // 32: shoal.types.v1.ServiceSpec.rollback:type_name -> shoal.types.v1.UpdateConfig
+	43,  // 33: shoal.types.v1.ServiceSpec.networks:type_name -> shoal.types.v1.NetworkAttachmentConfig
+	44,  // 34: shoal.types.v1.ServiceSpec.endpoint:type_name -> shoal.types.v1.EndpointSpec
+	30,  // 35: shoal.types.v1.TaskSpec.container:type_name -> shoal.types.v1.ContainerSpec
+	37,  // 36: shoal.types.v1.TaskSpec.resources:type_name -> shoal.types.v1.ResourceRequirements
+	39,  // 37: shoal.types.v1.TaskSpec.restart:type_name -> shoal.types.v1.RestartPolicy
+	40,  // 38: shoal.types.v1.TaskSpec.placement:type_name -> shoal.types.v1.Placement
+	43,  // 39: shoal.types.v1.TaskSpec.networks:type_name -> shoal.types.v1.NetworkAttachmentConfig
+	29,  // 40: shoal.types.v1.TaskSpec.log:type_name -> shoal.types.v1.LogConfig
+	62,  // 41: shoal.types.v1.ContainerSpec.labels:type_name -> shoal.types.v1.ContainerSpec.LabelsEntry
+	31,  // 42: shoal.types.v1.ContainerSpec.mounts:type_name -> shoal.types.v1.Mount
+	66,  // 43: shoal.types.v1.ContainerSpec.stop_grace_period:type_name -> google.protobuf.Duration
+	32,  // 44: shoal.types.v1.ContainerSpec.healthcheck:type_name -> shoal.types.v1.HealthConfig
+	33,  // 45: shoal.types.v1.ContainerSpec.dns_config:type_name -> shoal.types.v1.DNSConfig
+	35,  // 46: shoal.types.v1.ContainerSpec.secrets:type_name -> shoal.types.v1.SecretReference
+	36,  // 47: shoal.types.v1.ContainerSpec.configs:type_name -> shoal.types.v1.ConfigReference
+	63,  // 48: shoal.types.v1.ContainerSpec.sysctls:type_name -> shoal.types.v1.ContainerSpec.SysctlsEntry
+	5,   // 49: shoal.types.v1.Mount.type:type_name -> shoal.types.v1.Mount.Type
+	66,  // 50: shoal.types.v1.HealthConfig.interval:type_name -> google.protobuf.Duration
+	66,  // 51: shoal.types.v1.HealthConfig.timeout:type_name -> google.protobuf.Duration
+	66,  // 52: shoal.types.v1.HealthConfig.start_period:type_name -> google.protobuf.Duration
+	34,  // 53: shoal.types.v1.SecretReference.file:type_name -> shoal.types.v1.FileTarget
+	34,  // 54: shoal.types.v1.ConfigReference.file:type_name -> shoal.types.v1.FileTarget
+	38,  // 55: shoal.types.v1.ResourceRequirements.limits:type_name -> shoal.types.v1.Resources
+	38,  // 56: shoal.types.v1.ResourceRequirements.reservations:type_name -> shoal.types.v1.Resources
+	6,   // 57: shoal.types.v1.RestartPolicy.condition:type_name -> shoal.types.v1.RestartPolicy.Condition
+	66,  // 58: shoal.types.v1.RestartPolicy.delay:type_name -> google.protobuf.Duration
+	66,  // 59: shoal.types.v1.RestartPolicy.window:type_name -> google.protobuf.Duration
+	66,  // 60: shoal.types.v1.UpdateConfig.delay:type_name -> google.protobuf.Duration
+	7,   // 61: shoal.types.v1.UpdateConfig.failure_action:type_name -> shoal.types.v1.UpdateConfig.FailureAction
+	66,  // 62: shoal.types.v1.UpdateConfig.monitor:type_name -> google.protobuf.Duration
+	8,   // 63: shoal.types.v1.UpdateConfig.order:type_name -> shoal.types.v1.UpdateConfig.Order
+	9,   // 64: shoal.types.v1.UpdateStatus.state:type_name -> shoal.types.v1.UpdateStatus.State
+	65,  // 65: shoal.types.v1.UpdateStatus.started_at:type_name -> google.protobuf.Timestamp
+	65,  // 66: shoal.types.v1.UpdateStatus.completed_at:type_name -> google.protobuf.Timestamp
+	10,  // 67: shoal.types.v1.EndpointSpec.mode:type_name -> shoal.types.v1.EndpointSpec.Mode
+	45,  // 68: shoal.types.v1.EndpointSpec.ports:type_name -> shoal.types.v1.PortConfig
+	11,  // 69: shoal.types.v1.PortConfig.protocol:type_name -> shoal.types.v1.PortConfig.Protocol
+	12,  // 70: shoal.types.v1.PortConfig.publish_mode:type_name -> shoal.types.v1.PortConfig.PublishMode
+	44,  // 71: shoal.types.v1.Endpoint.spec:type_name -> shoal.types.v1.EndpointSpec
+	45,  // 72: shoal.types.v1.Endpoint.ports:type_name -> shoal.types.v1.PortConfig
+	47,  // 73: shoal.types.v1.Endpoint.virtual_ips:type_name -> shoal.types.v1.VirtualIP
+	13,  // 74: shoal.types.v1.Task.meta:type_name -> shoal.types.v1.Meta
+	28,  // 75: shoal.types.v1.Task.spec:type_name -> shoal.types.v1.TaskSpec
+	14,  // 76: shoal.types.v1.Task.annotations:type_name -> shoal.types.v1.Annotations
+	14,  // 77: shoal.types.v1.Task.service_annotations:type_name -> shoal.types.v1.Annotations
+	49,  // 78: shoal.types.v1.Task.status:type_name -> shoal.types.v1.TaskStatus
+	4,   // 79: shoal.types.v1.Task.desired_state:type_name -> shoal.types.v1.TaskState
+	51,  // 80: shoal.types.v1.Task.networks:type_name -> shoal.types.v1.NetworkAttachment
+	46,  // 81: shoal.types.v1.Task.endpoint:type_name -> shoal.types.v1.Endpoint
+	65,  // 82: shoal.types.v1.TaskStatus.timestamp:type_name -> google.protobuf.Timestamp
+	4,   // 83: shoal.types.v1.TaskStatus.state:type_name -> shoal.types.v1.TaskState
+	50,  // 84: shoal.types.v1.TaskStatus.container:type_name -> shoal.types.v1.ContainerStatus
+	45,  // 85: shoal.types.v1.TaskStatus.port_status:type_name -> shoal.types.v1.PortConfig
+	65,  // 86: shoal.types.v1.TaskStatus.applied_at:type_name -> google.protobuf.Timestamp
+	52,  // 87: shoal.types.v1.NetworkAttachment.network:type_name -> shoal.types.v1.Network
+	13,  // 88: shoal.types.v1.Network.meta:type_name -> shoal.types.v1.Meta
+	53,  // 89: shoal.types.v1.Network.spec:type_name -> shoal.types.v1.NetworkSpec
+	54,  // 90: shoal.types.v1.Network.ipam:type_name -> shoal.types.v1.IPAMOptions
+	14,  // 91: shoal.types.v1.NetworkSpec.annotations:type_name -> shoal.types.v1.Annotations
+	64,  // 92: shoal.types.v1.NetworkSpec.driver_opts:type_name -> shoal.types.v1.NetworkSpec.DriverOptsEntry
+	54,  // 93: shoal.types.v1.NetworkSpec.ipam:type_name -> shoal.types.v1.IPAMOptions
+	55,  // 94: shoal.types.v1.IPAMOptions.configs:type_name -> shoal.types.v1.IPAMConfig
+	13,  // 95: shoal.types.v1.Secret.meta:type_name -> shoal.types.v1.Meta
+	57,  // 96: shoal.types.v1.Secret.spec:type_name -> shoal.types.v1.SecretSpec
+	14,  // 97: shoal.types.v1.SecretSpec.annotations:type_name -> shoal.types.v1.Annotations
+	13,  // 98: shoal.types.v1.Config.meta:type_name -> shoal.types.v1.Meta
+	59,  // 99: shoal.types.v1.Config.spec:type_name -> shoal.types.v1.ConfigSpec
+	14,  // 100: shoal.types.v1.ConfigSpec.annotations:type_name -> shoal.types.v1.Annotations
+	25,  // 101: shoal.types.v1.StackSpec.services:type_name -> shoal.types.v1.ServiceSpec
+	53,  // 102: shoal.types.v1.StackSpec.networks:type_name -> shoal.types.v1.NetworkSpec
+	57,  // 103: shoal.types.v1.StackSpec.secrets:type_name -> shoal.types.v1.SecretSpec
+	59,  // 104: shoal.types.v1.StackSpec.configs:type_name -> shoal.types.v1.ConfigSpec
+	105, // [105:105] is the sub-list for method output_type
+	105, // [105:105] is the sub-list for method input_type
+	105, // [105:105] is the sub-list for extension type_name
+	105, // [105:105] is the sub-list for extension extendee
+	0,   // [0:105] is the sub-list for field type_name
 }
 
 func init() { file_types_v1_types_proto_init() }
