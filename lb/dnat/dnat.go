@@ -35,11 +35,16 @@ type Manager struct {
 	log *slog.Logger
 
 	mu      sync.Mutex
-	applied *frontends // what the table holds; nil before the first Sync and after Close
-	writes  int        // batches sent to the kernel; tests check that a no-op Sync sends none
+	nodes   []netip.Addr // SetNodes' list, sorted
+	applied *frontends   // what the table holds; nil before the first Sync and after Close
+	writes  int          // batches sent to the kernel; tests check that a no-op Sync sends none
 }
 
-// New returns a Manager; it changes nothing in the kernel until Sync.
+// New returns a Manager. It makes sure that bridged IPv4 frames cross
+// the inet hooks (br_netfilter, net.bridge.bridge-nf-call-iptables=1),
+// which the replies of a VIP's remote tasks need (doc.go); it logs a
+// warning if it cannot, and the rest of the package works without. It
+// changes nothing else in the kernel until Sync.
 func New(cfg Config) (*Manager, error) {
 	if cfg.Table == "" {
 		cfg.Table = DefaultTable
@@ -57,15 +62,20 @@ func New(cfg Config) (*Manager, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Manager{cfg: cfg, log: log.With("component", "lb.dnat", "nft.table", cfg.Table)}, nil
+	m := &Manager{cfg: cfg, log: log.With("component", "lb.dnat", "nft.table", cfg.Table)}
+	if err := ensureBridgeNetfilter(bridgeSysctlDir, modprobe); err != nil {
+		m.log.Warn("bridged traffic does not cross netfilter: replies of remote VIP tasks will not be un-DNATed", "error", err)
+	}
+	return m, nil
 }
 
 // Sync makes the table hold exactly these frontends, replacing it in one
 // netlink transaction, so that a packet meets either the old rules or the
-// new ones. A frontend without backends gets no rule. Sync sends nothing
-// when the input, once sorted, equals the one it applied last; if the
-// kernel refuses the batch, the old table stays and the next Sync tries
-// again.
+// new ones. A frontend without backends, local or remote, gets no rule.
+// The rules of ports with remote nodes use the list of the last
+// SetNodes. Sync sends nothing when the input, once sorted, equals the
+// one it applied last; if the kernel refuses the batch, the old table
+// stays and the next Sync tries again.
 //
 // Sync trusts that nobody else changes the table: after an outside
 // `nft flush ruleset`, call Close and Sync again.
@@ -76,6 +86,38 @@ func (m *Manager) Sync(vips []VIP, ports []Port) error {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	return m.apply(fe.withNodes(m.nodes))
+}
+
+// SetNodes sets the addresses of the cluster's nodes (IPv4; this
+// node's own may be among them), replacing the list given before. A
+// connection to a published port from one of them is a second hop,
+// sent by that node's routing mesh: it goes to the port's local
+// backends only, or, if there are none, is left to the host. The
+// remote nodes of the ports count as nodes without being listed, so
+// that two nodes never pass a connection back and forth; the list adds
+// nodes that forward here but run no task of any port with remote
+// nodes. The host's own connections are never second hops.
+//
+// The list is kept across Syncs, and also applies to the first Sync
+// after it. SetNodes rewrites the table only if it changes a rule: when
+// a port has remote nodes.
+func (m *Manager) SetNodes(nodes []netip.Addr) error {
+	list, err := normalizeNodes(nodes)
+	if err != nil {
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.nodes = list
+	if m.applied == nil {
+		return nil
+	}
+	return m.apply(m.applied.withNodes(list))
+}
+
+// apply makes the table hold fe, unless it already does. m.mu is held.
+func (m *Manager) apply(fe frontends) error {
 	if m.applied != nil && m.applied.equal(fe) {
 		return nil
 	}
@@ -91,25 +133,27 @@ func (m *Manager) Sync(vips []VIP, ports []Port) error {
 		return fmt.Errorf("replace nftables table %s: %w", m.cfg.Table, err)
 	}
 	m.applied = &fe
-	m.log.Debug("load-balancer rules replaced", "vips", len(fe.vips), "ports", len(fe.ports))
+	m.log.Debug("load-balancer rules replaced", "vips", len(fe.vips), "ports", len(fe.ports), "nodes", len(fe.nodes))
 	return nil
 }
 
-// Forget deletes the conntrack entries whose reply comes from addr, a
-// task that left: established connections and UDP flows to it, which
-// conntrack would otherwise keep sending there after Sync dropped it.
-// Their next packet is a new connection, balanced again (for UDP) or
-// refused (TCP, by the new backend or the host).
+// Forget deletes the conntrack entries of connections DNATed to addr: a
+// task that left, or a node that no longer runs a port's tasks. These
+// are established connections and UDP flows, which conntrack would
+// otherwise keep sending there after Sync dropped it. Their next packet
+// is a new connection, balanced again (for UDP) or refused (TCP, by the
+// new backend or the host).
+//
+// Only connections whose destination was rewritten to addr are
+// deleted: those that were addressed to addr itself, such as a node's
+// own traffic with another node or a task's masqueraded connection to
+// it, are not the load balancer's and are left alone.
 func (m *Manager) Forget(addr netip.Addr) error {
 	addr = addr.Unmap()
 	if !addr.Is4() {
 		return fmt.Errorf("%w: forget %s: not an IPv4 address", ErrInvalid, addr)
 	}
-	f := &netlink.ConntrackFilter{}
-	if err := f.AddIP(netlink.ConntrackReplySrcIP, addr.AsSlice()); err != nil {
-		return err
-	}
-	n, err := netlink.ConntrackDeleteFilters(netlink.ConntrackTable, unix.AF_INET, f)
+	n, err := netlink.ConntrackDeleteFilters(netlink.ConntrackTable, unix.AF_INET, dnatedTo(addr))
 	if err != nil {
 		return fmt.Errorf("delete conntrack entries of %s: %w", addr, err)
 	}
@@ -166,6 +210,22 @@ func Rules(table string) ([]string, error) {
 	}
 	return out, nil
 }
+
+// dnatedTo matches the conntrack entries of connections DNATed to a:
+// the reply comes from a, but the original packet was addressed to
+// another address.
+type dnatedTo netip.Addr
+
+func (a dnatedTo) MatchConntrackFlow(f *netlink.ConntrackFlow) bool {
+	from, ok := netip.AddrFromSlice(f.Reverse.SrcIP)
+	if !ok || from.Unmap() != netip.Addr(a) {
+		return false
+	}
+	to, ok := netip.AddrFromSlice(f.Forward.DstIP)
+	return ok && to.Unmap() != netip.Addr(a)
+}
+
+var _ netlink.CustomConntrackFilter = dnatedTo{}
 
 // isNotExist recognises the kernel's ENOENT: a missing table or chain.
 func isNotExist(err error) bool {

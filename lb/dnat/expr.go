@@ -47,6 +47,25 @@ func addrIn(offset uint32, op expr.CmpOp, p netip.Prefix) []expr.Any {
 	}
 }
 
+// addrInSet matches the IPv4 source (offset 12) or destination (offset
+// 16) address against the addresses of set s (`ip saddr @s`).
+func addrInSet(offset uint32, s *nftables.Set) []expr.Any {
+	return []expr.Any{
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: offset, Len: 4},
+		&expr.Lookup{SourceRegister: 1, SetName: s.Name, SetID: s.ID},
+	}
+}
+
+// foreignSaddr matches a source that is not an address of this host
+// (`fib saddr type != local`): in output, the host's own packets never
+// match.
+func foreignSaddr() []expr.Any {
+	return []expr.Any{
+		&expr.Fib{Register: 1, FlagSADDR: true, ResultADDRTYPE: true},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(unix.RTN_LOCAL)},
+	}
+}
+
 // localDaddr matches a destination that is an address of this host
 // (`fib daddr type local`) outside 127.0.0.0/8.
 func localDaddr() []expr.Any {
@@ -113,7 +132,9 @@ func markClear(m uint32) []expr.Any {
 
 // pickFrom loads into register 1 the value of m at the key `numgen inc
 // mod n offset off`: successive evaluations take off, off+1, …, off+n-1
-// and start again. numgen writes its key in host byte order.
+// and start again. numgen writes its key in host byte order. A value of
+// more than 4 bytes continues into the registers after NFT_REG32_00
+// (endpointType).
 func pickFrom(m *nftables.Set, n, off uint32) []expr.Any {
 	return []expr.Any{
 		&expr.Numgen{Register: 1, Modulus: n, Type: unix.NFT_NG_INCREMENTAL, Offset: off},

@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	goruntime "runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -38,6 +39,7 @@ import (
 //
 //	client ns  eth0 10.251.X.2/30 ── <id>-c 10.251.X.1/30   (host)
 //	task ns i  eth0 10.250.X.(11+i)/24 ── <id>-t<i> ── bridge <id>-br0 10.250.X.1/24, VIP 10.250.X.100/32
+//	node ns k  eth0 10.251.X.(4k+6)/30 ── <id>-<name> 10.251.X.(4k+5)/30   (addNode)
 type lab struct {
 	t            *testing.T
 	id           string
@@ -51,6 +53,7 @@ type lab struct {
 	client       netip.Addr
 	clientNs     string
 	tasks        []labTask
+	nodes        []labTask // other nodes of the cluster (addNode)
 	// pub and pubUDP are published ports, target the port the tasks
 	// listen on (TCP and UDP); none has a listener on the host.
 	pub, pubUDP, target uint16
@@ -220,9 +223,16 @@ func (l *lab) cleanup() {
 			t.Errorf("Close: %v", err)
 		}
 		// Entries of the lab's flows would outlive it by minutes.
-		for _, task := range l.tasks {
+		for _, task := range slices.Concat(l.tasks, l.nodes) {
 			if err := l.m.Forget(task.addr); err != nil {
 				t.Errorf("Forget %s: %v", task.addr, err)
+			}
+			// And those Forget leaves, that were not DNATed.
+			f := &netlink.ConntrackFilter{}
+			if err := f.AddIP(netlink.ConntrackReplySrcIP, task.addr.AsSlice()); err != nil {
+				t.Error(err)
+			} else if _, err := netlink.ConntrackDeleteFilters(netlink.ConntrackTable, unix.AF_INET, f); err != nil {
+				t.Errorf("delete conntrack entries of %s: %v", task.addr, err)
 			}
 		}
 	}
@@ -365,15 +375,47 @@ func inNetns(name string, fn func() error) error {
 	return <-errc
 }
 
-// serve starts the task's servers on the lab's target port. TCP: a line
-// "<name> <client address>", then every line it reads, echoed. UDP: each
-// datagram is answered with the same line.
-func (l *lab) serve(task labTask) {
+// addNode adds a namespace standing in for another node of the
+// cluster: its own address, on a link of its own to the host, and
+// servers on the lab's published ports, as that node's own rules would
+// answer there. It returns the node and the host's address on the link,
+// the source that masquerade gives what the host sends there.
+func (l *lab) addNode(name string) (node labTask, via netip.Addr) {
+	t := l.t
+	t.Helper()
+	k := byte(len(l.nodes))
+	if k >= 60 {
+		t.Fatal("too many nodes")
+	}
+	x := l.client.As4()[2]
+	via = netip.AddrFrom4([4]byte{10, 251, x, 4*k + 5})
+	node = labTask{name: name, ns: l.id + "-" + name, addr: netip.AddrFrom4([4]byte{10, 251, x, 4*k + 6})}
+	l.nodes = append(l.nodes, node)
+	l.addNs(node.ns, l.id+"-"+name, netip.PrefixFrom(node.addr, 30), via, nil)
+	host, err := netlink.LinkByName(l.id + "-" + name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := netlink.AddrAdd(host, &netlink.Addr{IPNet: ipNet(netip.PrefixFrom(via, 30))}); err != nil {
+		t.Fatal(err)
+	}
+	l.serveOn(node, l.pub)
+	l.serveOn(node, l.pubUDP)
+	return node, via
+}
+
+// serve starts the task's servers on the lab's target port.
+func (l *lab) serve(task labTask) { l.serveOn(task, l.target) }
+
+// serveOn starts the task's servers on port. TCP: a line "<name> <client
+// address>", then every line it reads, echoed. UDP: each datagram is
+// answered with the same line.
+func (l *lab) serveOn(task labTask, p uint16) {
 	t := l.t
 	t.Helper()
 	var ln net.Listener
 	var pc net.PacketConn
-	port := strconv.Itoa(int(l.target))
+	port := strconv.Itoa(int(p))
 	err := inNetns(task.ns, func() (err error) {
 		if ln, err = net.Listen("tcp4", ":"+port); err != nil {
 			return err
