@@ -397,6 +397,8 @@ func TestWorkers(t *testing.T) {
     image: shoal-e2e/web:latest
     deploy:
       replicas: 5
+    ports:
+      - "4600:80"
   client:
     image: shoal-e2e/web:latest
     command: ["/bin/helper", "sleep", "inf"]
@@ -460,6 +462,32 @@ func TestWorkers(t *testing.T) {
 	if len(hosts) != 5 {
 		t.Errorf("the client reached %d distinct tasks of 5 across nodes", len(hosts))
 	}
+	// The service's VIP spreads over the tasks of every node.
+	out, err := mgr.shoal("container", "exec", client, "/bin/helper", "fetch", "http://web/", "20")
+	if seen := hostnames(out); err != nil || len(seen) < 4 {
+		t.Errorf("20 requests to the VIP from the manager's client reached %d tasks (%v): %v", len(seen), seen, err)
+	}
+	// The published port answers on every node and spreads over the tasks
+	// of all nodes (the routing mesh).
+	meshSeen := func(mb *member) map[string]int {
+		seen := map[string]int{}
+		for range 20 {
+			body, err := httpGet("http://" + mb.node.Addr.String() + ":4600/")
+			if err != nil {
+				t.Errorf("port 4600 on %s: %v", mb.node.Name, err)
+				return seen
+			}
+			for h, c := range hostnames(body) {
+				seen[h] += c
+			}
+		}
+		return seen
+	}
+	for _, mb := range ms {
+		if seen := meshSeen(mb); len(seen) < 4 {
+			t.Errorf("20 requests to port 4600 on %s reached %d tasks (%v), want at least 4 of 5", mb.node.Name, len(seen), seen)
+		}
+	}
 
 	// Kill a worker's daemon (its containers live on, as after a crash of
 	// the daemon alone; to the swarm the node is gone).
@@ -497,6 +525,11 @@ func TestWorkers(t *testing.T) {
 	testcluster.Poll(t, "drained node empty, 5 running elsewhere", 30*time.Second, func() bool {
 		c := counts()
 		return c[1] == 0 && c[0]+c[2] == 5
+	})
+	// A node with no task of the service still answers on its port.
+	testcluster.Poll(t, "the drained node's port reaches the other nodes' tasks", 10*time.Second, func() bool {
+		body, err := httpGet("http://" + w1.node.Addr.String() + ":4600/")
+		return err == nil && strings.Contains(body, "hostname=")
 	})
 
 	// Promote the drained worker: it restarts into Raft as a manager;

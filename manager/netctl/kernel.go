@@ -20,6 +20,7 @@ import (
 // that ask for a PROXY protocol header.
 type Kernel interface {
 	Sync(vips []dnat.VIP, ports []dnat.Port) error
+	SetNodes(nodes []netip.Addr) error
 	Forget(addr netip.Addr) error
 }
 
@@ -42,14 +43,16 @@ type kernelState struct {
 	ready   map[string]bool      // probeKey → accepted a connection
 	probing map[string]context.CancelFunc
 	wg      sync.WaitGroup
+	nodes   []netip.Addr // the cluster's node addresses, sorted
 }
 
 type vipFront struct {
 	name   string
 	addr   netip.Addr
 	source netip.Prefix
-	ids    []string
+	ids    []string // local tasks
 	ips    []netip.Addr
+	remote []netip.Addr // tasks on other nodes, over the overlay
 }
 
 func probeKey(taskID string, addr string) string { return taskID + "@" + addr }
@@ -83,9 +86,15 @@ func (c *Controller) computeVIPs(services []*typesv1.Service, byService map[stri
 					if a.GetNetwork().GetId() != nid || len(a.GetAddresses()) == 0 {
 						continue
 					}
-					if ap, err := netip.ParsePrefix(a.GetAddresses()[0]); err == nil {
+					ap, err := netip.ParsePrefix(a.GetAddresses()[0])
+					if err != nil {
+						continue
+					}
+					if t.GetNodeId() == c.NodeID {
 						vf.ids = append(vf.ids, t.GetId())
 						vf.ips = append(vf.ips, ap.Addr())
+					} else {
+						vf.remote = append(vf.remote, ap.Addr())
 					}
 				}
 			}
@@ -130,6 +139,9 @@ func (c *Controller) syncKernelLocked() {
 			continue // the userspace proxy writes the header
 		}
 		p := dnat.Port{Name: f.name, Port: f.port, Proto: f.proto, Target: f.target}
+		for a, w := range f.remote {
+			p.Remote = append(p.Remote, dnat.Remote{Node: a, Weight: w})
+		}
 		for i, id := range f.ids {
 			if _, gone := k.drained[id]; gone {
 				continue
@@ -148,7 +160,7 @@ func (c *Controller) syncKernelLocked() {
 	}
 	var vips []dnat.VIP
 	for _, v := range k.vips {
-		d := dnat.VIP{Name: v.name, Addr: v.addr, Source: v.source}
+		d := dnat.VIP{Name: v.name, Addr: v.addr, Source: v.source, Remote: v.remote}
 		for i, id := range v.ids {
 			if _, gone := k.drained[id]; !gone {
 				d.Backends = append(d.Backends, v.ips[i])
@@ -166,6 +178,9 @@ func (c *Controller) syncKernelLocked() {
 		if !wanted[key] {
 			delete(k.ready, key)
 		}
+	}
+	if err := c.Kernel.SetNodes(k.nodes); err != nil {
+		c.Log.Warn("kernel load balancer nodes", "err", err)
 	}
 	if err := c.Kernel.Sync(vips, ports); err != nil {
 		c.Log.Warn("kernel load balancer", "err", err)

@@ -45,6 +45,9 @@ type Controller struct {
 	hostPorts map[string]*hostPort // "port/proto" → the task holding it
 
 	k kernelState
+	// nodeAddrs are the nodes' underlay addresses (the host part of what
+	// each advertises), by node id, as of the last sync.
+	nodeAddrs map[string]netip.Addr
 }
 
 // Run syncs on every store change until ctx ends.
@@ -130,6 +133,15 @@ func (c *Controller) sync() {
 			}
 		}
 	}
+	c.nodeAddrs = c.readNodeAddrs()
+	nodes := make([]netip.Addr, 0, len(c.nodeAddrs))
+	for _, a := range c.nodeAddrs {
+		nodes = append(nodes, a)
+	}
+	sort.Slice(nodes, func(i, j int) bool { return nodes[i].Less(nodes[j]) })
+	c.k.mu.Lock()
+	c.k.nodes = nodes
+	c.k.mu.Unlock()
 	c.syncPeers(tasks)
 	c.syncDNS(services, byService)
 	c.computeVIPs(services, byService)
@@ -226,9 +238,47 @@ type frontend struct {
 	backends []lb.Backend
 	ids      []string // task ids of backends, in the same order
 	ips      []netip.Addr
+	// remote counts the running tasks on other nodes, by node address:
+	// the routing mesh sends connections there, to the same port.
+	remote map[netip.Addr]int
 }
 
 func (f *frontend) key() string { return strconv.Itoa(int(f.port)) + "/" + f.proto }
+
+// userspaceBackends are the proxy's backends: the local tasks, and each
+// other node with tasks (its own published port, once per task there),
+// since the node's address cannot reach a task on another node directly.
+func (f *frontend) userspaceBackends() []lb.Backend {
+	out := append([]lb.Backend(nil), f.backends...)
+	nodes := make([]netip.Addr, 0, len(f.remote))
+	for a := range f.remote {
+		nodes = append(nodes, a)
+	}
+	sort.Slice(nodes, func(i, j int) bool { return nodes[i].Less(nodes[j]) })
+	for _, a := range nodes {
+		for i := 0; i < f.remote[a]; i++ {
+			out = append(out, lb.Backend{TaskID: "node/" + a.String() + "/" + strconv.Itoa(i), Addr: net.JoinHostPort(a.String(), strconv.Itoa(int(f.port)))})
+		}
+	}
+	return out
+}
+
+// readNodeAddrs maps node ids to their underlay addresses.
+func (c *Controller) readNodeAddrs() map[string]netip.Addr {
+	var nodes []*typesv1.Node
+	c.Store.View(func(tx store.ReadTx) { nodes, _ = store.FindNodes(tx, store.All) })
+	out := map[string]netip.Addr{}
+	for _, n := range nodes {
+		host, _, err := net.SplitHostPort(n.GetStatus().GetAddr())
+		if err != nil {
+			continue
+		}
+		if a, err := netip.ParseAddr(host); err == nil && a.Is4() {
+			out[n.GetId()] = a
+		}
+	}
+	return out
+}
 
 // taskAddr is the task's address on its first network.
 func taskAddr(t *typesv1.Task) (netip.Addr, bool) {
@@ -270,8 +320,16 @@ func (c *Controller) syncIngress(services []*typesv1.Service, byService map[stri
 			f := &frontend{name: name, port: uint16(p.GetPublishedPort()), proto: protoName(p.GetProtocol()),
 				target: uint16(p.GetTargetPort()), proxy: svc.GetSpec().GetAnnotations().GetLabels()[ProxyProtocolLabel]}
 			for _, t := range byService[svc.GetId()] {
-				if running(t) {
+				if !running(t) {
+					continue
+				}
+				if t.GetNodeId() == c.NodeID {
 					f.add(t)
+				} else if a, ok := c.nodeAddrs[t.GetNodeId()]; ok {
+					if f.remote == nil {
+						f.remote = map[netip.Addr]int{}
+					}
+					f.remote[a]++
 				}
 			}
 			want[f.key()] = true
@@ -305,7 +363,7 @@ func (c *Controller) syncIngress(services []*typesv1.Service, byService map[stri
 			}
 			c.published[f.key()] = true
 		}
-		c.LB.SetBackends(f.port, f.proto, f.backends)
+		c.LB.SetBackends(f.port, f.proto, f.userspaceBackends())
 	}
 
 	// Mode host ports: held while their task lives on this node.

@@ -3,7 +3,6 @@ package netctl
 import (
 	"net"
 
-	"github.com/shoal-dev/shoal/manager/store"
 	"github.com/shoal-dev/shoal/network"
 	typesv1 "github.com/shoal-dev/shoal/proto/types/v1"
 )
@@ -12,17 +11,9 @@ import (
 // tasks on other nodes are: their addresses and their nodes' underlay
 // addresses (the host part of the address each node advertises).
 func (c *Controller) syncPeers(tasks []*typesv1.Task) {
-	var nodes []*typesv1.Node
-	c.Store.View(func(tx store.ReadTx) { nodes, _ = store.FindNodes(tx, store.All) })
 	nodeAddr := map[string]net.IP{}
-	for _, n := range nodes {
-		host, _, err := net.SplitHostPort(n.GetStatus().GetAddr())
-		if err != nil {
-			continue
-		}
-		if ip := net.ParseIP(host); ip != nil {
-			nodeAddr[n.GetId()] = ip
-		}
+	for id, a := range c.nodeAddrs {
+		nodeAddr[id] = net.IP(a.AsSlice())
 	}
 	gws := c.Net.Gateways()
 	peers := map[string][]network.Peer{}
