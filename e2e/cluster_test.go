@@ -212,7 +212,14 @@ func TestThreeManagers(t *testing.T) {
 		return strings.Contains(out, "probe2") && !strings.Contains(out, "probe3")
 	})
 
-	// Kill the leader: a new one within 3 s, and writes go on.
+	// Kill the leader during a deploy of real tasks: a new one within
+	// 3 s, writes go on, and the deploy converges on the survivors.
+	for _, mb := range ms {
+		mb.importImage("shoal-e2e/web:latest")
+	}
+	live := filepath.Join(t.TempDir(), "live.yml")
+	os.WriteFile(live, []byte("services:\n  web:\n    image: shoal-e2e/web:latest\n    deploy:\n      replicas: 6\n"), 0o644)
+	follower.must("stack", "deploy", "-c", live, "live")
 	lead.proc.Kill()
 	killed := time.Now()
 	var rest []*member
@@ -252,6 +259,18 @@ func TestThreeManagers(t *testing.T) {
 		return false
 	})
 	t.Logf("dead manager Down %v after the kill", time.Since(killed).Round(time.Millisecond))
+	testcluster.Poll(t, "the deploy begun before the kill converges on the survivors", 30*time.Second, func() bool {
+		n := 0
+		for _, mb := range rest {
+			for _, r := range mb.running() {
+				if r.Spec.Labels["com.docker.swarm.service.name"] == "live_web" {
+					n++
+				}
+			}
+		}
+		return n == 6
+	})
+	t.Logf("6 tasks running on the survivors %v after the kill", time.Since(killed).Round(time.Millisecond))
 
 	// Leaving now would lose the quorum: refused without --force.
 	if _, err := rest[0].shoal("swarm", "leave"); err == nil || !strings.Contains(err.Error(), "Without a Raft quorum") {
