@@ -288,25 +288,38 @@ func parseRole(s string) (typesv1.NodeRole, error) {
 
 // updateNode reads the node, lets change edit a copy of its spec and writes
 // it back with the version read, so a concurrent change is refused rather
-// than overwritten.
+// than overwritten. A node's version also moves with its status
+// (heartbeats, sessions); when only that changed meanwhile, the edit is
+// made again on the fresh copy.
 func (a *App) updateNode(ctx context.Context, ref string, change func(*typesv1.NodeSpec) error) error {
-	n, err := a.getNode(ctx, ref)
-	if err != nil {
-		return err
+	var first *typesv1.NodeSpec
+	for attempt := 0; ; attempt++ {
+		n, err := a.getNode(ctx, ref)
+		if err != nil {
+			return err
+		}
+		if first == nil {
+			first = n.GetSpec()
+		} else if !proto.Equal(first, n.GetSpec()) {
+			return fmt.Errorf("node %s was changed by someone else meanwhile; try again", ref)
+		}
+		spec := proto.Clone(n.GetSpec()).(*typesv1.NodeSpec)
+		if spec == nil {
+			spec = &typesv1.NodeSpec{}
+		}
+		if err := change(spec); err != nil {
+			return err
+		}
+		c, err := a.control()
+		if err != nil {
+			return err
+		}
+		_, err = c.UpdateNode(ctx, &controlv1.UpdateNodeRequest{NodeId: n.GetId(), Version: n.GetMeta().GetVersion(), Spec: spec})
+		if err != nil && attempt < 10 && strings.Contains(err.Error(), "out of sequence") {
+			continue
+		}
+		return notFoundAs(err, "node", ref)
 	}
-	spec := proto.Clone(n.GetSpec()).(*typesv1.NodeSpec)
-	if spec == nil {
-		spec = &typesv1.NodeSpec{}
-	}
-	if err := change(spec); err != nil {
-		return err
-	}
-	c, err := a.control()
-	if err != nil {
-		return err
-	}
-	_, err = c.UpdateNode(ctx, &controlv1.UpdateNodeRequest{NodeId: n.GetId(), Version: n.GetMeta().GetVersion(), Spec: spec})
-	return notFoundAs(err, "node", ref)
 }
 
 func (a *App) newNodeUpdateCommand() *cobra.Command {

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -540,11 +541,40 @@ func TestWorkers(t *testing.T) {
 
 	// Drain the first worker: its tasks move.
 	w1id := nodeIDOf(t, mgr, w1)
+	// Requests through the manager's port all along: draining a node
+	// must not leave a gap in service.
+	var fails, oks atomic.Int64
+	var firstErr atomic.Value
+	stopLoad := make(chan struct{})
+	loadDone := make(chan struct{})
+	go func() {
+		defer close(loadDone)
+		for {
+			select {
+			case <-stopLoad:
+				return
+			default:
+			}
+			if _, err := httpGet("http://" + mgr.node.Addr.String() + ":4600/"); err != nil {
+				fails.Add(1)
+				firstErr.CompareAndSwap(nil, err.Error())
+			} else {
+				oks.Add(1)
+			}
+		}
+	}()
 	mgr.must("node", "update", "--availability", "drain", w1id)
 	testcluster.Poll(t, "drained node empty, 5 running elsewhere", 30*time.Second, func() bool {
 		c := counts()
 		return c[1] == 0 && c[0]+c[2] == 5
 	})
+	time.Sleep(500 * time.Millisecond)
+	close(stopLoad)
+	<-loadDone
+	t.Logf("drain under load: %d requests, %d failed", oks.Load()+fails.Load(), fails.Load())
+	if fails.Load() != 0 {
+		t.Errorf("%d requests failed while a node was drained; first: %v", fails.Load(), firstErr.Load())
+	}
 	// A node with no task of the service still answers on its port.
 	testcluster.Poll(t, "the drained node's port reaches the other nodes' tasks", 10*time.Second, func() bool {
 		body, err := httpGet("http://" + w1.node.Addr.String() + ":4600/")
