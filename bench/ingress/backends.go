@@ -8,92 +8,114 @@ import (
 	"os"
 	"os/exec"
 	"slices"
-	"strconv"
 	"strings"
 	"syscall"
 )
 
-// roleEnv makes the program a backend process instead of the benchmark:
-// the tasks run in a process of their own, as tasks do, so that the
-// balancer and the tasks do not share one Go scheduler and its CPUs.
-const roleEnv = "SHOAL_BENCH_INGRESS_ROLE"
+// The program re-executed with roleEnv=task is one task: a Go net/http
+// server on :taskPort inside the network namespace it was started in,
+// named by taskEnv. Each task is a process of its own in a namespace of
+// its own, as shoal runs them, so that the tasks share neither a Go
+// scheduler nor a network stack with each other or with the proxies.
+const (
+	roleEnv  = "SHOAL_BENCH_INGRESS_ROLE"
+	taskEnv  = "SHOAL_BENCH_INGRESS_TASK"
+	taskPort = 80
+)
 
 // backendBody is what every request gets: a small response, so that the
 // benchmark weighs the path of a request, not the copying of a body.
 var backendBody = []byte("hello from a shoal task\n")
 
-// serveBackends is the backend process: n HTTP servers on 127.0.0.11,
-// 127.0.0.12, … (each task has an address of its own, as on an overlay),
-// their addresses printed one per line, then "ready". It exits when its
-// stdin closes, that is when the benchmark ends or dies.
-func serveBackends(n int) {
-	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		hd := w.Header()
-		hd["Content-Type"] = []string{"text/plain"}
+// taskHandler answers backendBody, and on /who the task's name and the
+// address the connection came from: the benchmark checks with it which
+// path a connection took (DNAT keeps the client's address, a proxy's
+// dial comes from the bridge's).
+func taskHandler(name string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header()["Content-Type"] = []string{"text/plain"}
+		if r.URL.Path == "/who" {
+			host, _, _ := net.SplitHostPort(r.RemoteAddr)
+			fmt.Fprintf(w, "%s %s\n", name, host)
+			return
+		}
 		w.Write(backendBody)
 	})
-	for i := range n {
-		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.%d:0", 11+i))
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "backends:", err)
-			os.Exit(1)
-		}
-		fmt.Println(l.Addr())
-		go http.Serve(l, h)
+}
+
+// serveTask is the task process. It prints "ready" once it listens and
+// exits when its stdin closes, that is when the benchmark ends or dies.
+func serveTask() {
+	l, err := net.Listen("tcp4", fmt.Sprintf(":%d", taskPort))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "task:", err)
+		os.Exit(1)
 	}
+	go http.Serve(l, taskHandler(os.Getenv(taskEnv)))
 	fmt.Println("ready")
 	bufio.NewReader(os.Stdin).ReadString('\n')
 	os.Exit(0)
 }
 
-// backendProc is the running backend process.
-type backendProc struct {
+// taskProc is one running task process.
+type taskProc struct {
 	cmd   *exec.Cmd
 	stdin interface{ Close() error }
-	addrs []string
 }
 
-func startBackends(n int) (*backendProc, error) {
+// startTasks starts a task process in each task's namespace, through
+// nsenter(1): it joins the namespace and execs the program, so the task's
+// pid is the program's. (Forking from a Go thread that joined the
+// namespace would do without nsenter, but that thread must then be
+// thrown away, and Pdeathsig, which ties the task's life to this
+// program, fires when the thread that forked the child ends.)
+func startTasks(nsenter string, tasks []hostTask) ([]*taskProc, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(self, "-backends", strconv.Itoa(n))
-	// GOMAXPROCS given to the benchmark is meant for the balancer; the
-	// tasks keep Go's default, whatever the balancer is tried with.
+	// A GOMAXPROCS given to the benchmark is meant for the balancer; the
+	// tasks keep Go's default.
 	env := slices.DeleteFunc(os.Environ(), func(s string) bool { return strings.HasPrefix(s, "GOMAXPROCS=") })
-	cmd.Env = append(env, roleEnv+"=backends")
-	cmd.Stderr = os.Stderr
-	// Dies with the benchmark, even on kill -9.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		return nil, err
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		return nil, err
-	}
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	bp := &backendProc{cmd: cmd, stdin: stdin}
-	sc := bufio.NewScanner(stdout)
-	for sc.Scan() {
-		line := strings.TrimSpace(sc.Text())
-		if line == "ready" {
-			return bp, nil
+	var procs []*taskProc
+	for _, t := range tasks {
+		cmd := exec.Command(nsenter, "--net="+t.ns, "--", self)
+		cmd.Env = append(slices.Clone(env), roleEnv+"=task", taskEnv+"="+t.name)
+		cmd.Stderr = os.Stderr
+		// Dies with the benchmark, even on kill -9.
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		stdin, err := cmd.StdinPipe()
+		if err != nil {
+			stopTasks(procs)
+			return nil, err
 		}
-		bp.addrs = append(bp.addrs, line)
+		stdout, err := cmd.StdoutPipe()
+		if err != nil {
+			stopTasks(procs)
+			return nil, err
+		}
+		if err := cmd.Start(); err != nil {
+			stopTasks(procs)
+			return nil, fmt.Errorf("start %s: %w", t.name, err)
+		}
+		tp := &taskProc{cmd: cmd, stdin: stdin}
+		procs = append(procs, tp)
+		line, _ := bufio.NewReader(stdout).ReadString('\n')
+		if strings.TrimSpace(line) != "ready" {
+			stopTasks(procs)
+			return nil, fmt.Errorf("%s ended before it listened", t.name)
+		}
 	}
-	bp.stop()
-	return nil, fmt.Errorf("backend process ended before it was ready")
+	return procs, nil
 }
 
-func (bp *backendProc) pid() int { return bp.cmd.Process.Pid }
-
-func (bp *backendProc) stop() {
-	bp.stdin.Close()
-	bp.cmd.Process.Kill()
-	bp.cmd.Wait()
+// stopTasks kills the task processes and reaps them.
+func stopTasks(procs []*taskProc) {
+	for _, p := range procs {
+		p.stdin.Close()
+		p.cmd.Process.Kill()
+	}
+	for _, p := range procs {
+		p.cmd.Wait()
+	}
 }

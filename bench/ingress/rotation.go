@@ -4,56 +4,80 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/shoal-dev/shoal/lb"
 )
 
-// rotationResult is how fast the rotation follows the agent's calls.
+// rotationPath is one way the node changes a port's rotation: the kernel
+// table (dnat.Manager.Sync) or the userspace balancer (lb.Balancer).
+type rotationPath struct {
+	name string // "kernel (dnat)", …
+	url  string // what the clients request; "?t=<unix ns>" is appended
+	// add puts the newcomer into the rotation beside the steady tasks.
+	add func(newcomer rotationTask) error
+	// remove takes it out; when remove returns, no new connection may
+	// reach it.
+	remove func(newcomer rotationTask) error
+	// removeName is what remove calls, for the report.
+	addName, removeName string
+}
+
+// rotationTask is a task of the rotation measurement: a listener on
+// rotationPort in a task's namespace, served by this process, that
+// records when requests come. Each request carries the time its client
+// started the connection (?t=).
+type rotationTask struct {
+	id   string // a new id per trial: a removed task never comes back, a replacement is a new task
+	addr string // ip:port
+	*taskServer
+}
+
+// rotationPort is the task port of the rotation measurement, beside the
+// task processes' taskPort in the same namespaces.
+const rotationPort = 81
+
+// rotationResult is how fast a rotation follows the node's calls.
 type rotationResult struct {
-	// add: from SetBackends with a new task until that task serves its
-	// first request.
-	add []time.Duration
-	// drainCall: how long Drain takes (it waits for dials in progress to
-	// the task).
-	drainCall []time.Duration
-	// late counts requests on connections the client opened after Drain
-	// returned that still reached the drained task (want 0); served counts
-	// requests the drained task served during the trials, before Drain.
+	// add: from the add call until the newcomer serves its first
+	// request; addCall: how long the call took.
+	add, addCall []time.Duration
+	// removeCall: how long the remove call took.
+	removeCall []time.Duration
+	// late counts requests on connections the client opened after remove
+	// returned that still reached the removed task (want 0); served
+	// counts requests the newcomers served before.
 	late, served int64
 	// connRate is the rate of new connections of the load, per second.
 	connRate float64
 }
 
-// taskServer is an in-process HTTP task that records when requests come;
-// each request carries the time its client started the connection (?t=).
+// taskServer serves a rotation task and counts its requests.
 type taskServer struct {
-	srv  *http.Server
-	addr string
+	srv *http.Server
 	// first is when the first request arrived (UnixNano), 0 before.
 	first atomic.Int64
-	// drainedAt is when Drain returned (UnixNano), 0 before.
-	drainedAt atomic.Int64
+	// removedAt is when remove returned (UnixNano), 0 before.
+	removedAt atomic.Int64
 	late      atomic.Int64
 	served    atomic.Int64
 }
 
-func startTask(ip string) (*taskServer, error) {
-	l, err := net.Listen("tcp", ip+":0")
+// startRotationTask serves a rotation task on a listener made in the
+// task's namespace.
+func startRotationTask(t hostTask, id string) (rotationTask, error) {
+	l, err := listenIn(t.ns, rotationPort)
 	if err != nil {
-		return nil, err
+		return rotationTask{}, fmt.Errorf("listen in %s: %w", t.name, err)
 	}
-	ts := &taskServer{addr: l.Addr().String()}
+	ts := &taskServer{}
 	ts.srv = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		now := time.Now().UnixNano()
 		ts.first.CompareAndSwap(0, now)
 		started, _ := strconv.ParseInt(r.URL.Query().Get("t"), 10, 64)
-		if d := ts.drainedAt.Load(); d != 0 && started > d {
+		if d := ts.removedAt.Load(); d != 0 && started > d {
 			ts.late.Add(1)
 		} else {
 			ts.served.Add(1)
@@ -61,31 +85,16 @@ func startTask(ip string) (*taskServer, error) {
 		w.Write(backendBody)
 	})}
 	go ts.srv.Serve(l)
-	return ts, nil
+	return rotationTask{id: id, addr: fmt.Sprintf("%s:%d", t.addr, rotationPort), taskServer: ts}, nil
 }
 
-// measureRotation publishes a port of its own on b with two steady tasks,
-// runs clients that open a new connection per request (keep-alive
-// connections would stay on their backend and never show a change), and
-// adds then drains a new task, trials times.
-func measureRotation(ctx context.Context, b *lb.Balancer, port uint16, trials, clients int) (rotationResult, error) {
+// measureRotation runs clients that open a new connection per request
+// (a keep-alive connection stays on its backend and would never show a
+// change) against p, whose rotation already holds the steady tasks, and
+// trials times adds a newcomer, in the namespace of task newcomerNs, and
+// removes it again.
+func measureRotation(ctx context.Context, p rotationPath, newcomerNs hostTask, trials, clients int) (rotationResult, error) {
 	var res rotationResult
-	if err := b.Publish(lb.PortConfig{Port: port, Protocol: "tcp", ListenAddr: "127.0.0.1"}); err != nil {
-		return res, err
-	}
-	defer b.Unpublish(port, "tcp")
-	var steady []lb.Backend
-	for i := range 2 {
-		ts, err := startTask(fmt.Sprintf("127.0.0.%d", 21+i))
-		if err != nil {
-			return res, err
-		}
-		defer ts.srv.Close()
-		steady = append(steady, lb.Backend{TaskID: fmt.Sprintf("steady-%d", i), Addr: ts.addr})
-	}
-	b.SetBackends(port, "tcp", steady)
-
-	url := "http://127.0.0.1:" + strconv.Itoa(int(port)) + "/?t="
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	var conns atomic.Int64
@@ -100,7 +109,7 @@ func measureRotation(ctx context.Context, b *lb.Balancer, port uint16, trials, c
 					return
 				default:
 				}
-				resp, err := c.Get(url + strconv.FormatInt(time.Now().UnixNano(), 10))
+				resp, err := c.Get(p.url + strconv.FormatInt(time.Now().UnixNano(), 10))
 				if err != nil {
 					continue
 				}
@@ -117,38 +126,41 @@ func measureRotation(ctx context.Context, b *lb.Balancer, port uint16, trials, c
 		if ctx.Err() != nil {
 			return res, ctx.Err()
 		}
-		ts, err := startTask("127.0.0.23")
+		task, err := startRotationTask(newcomerNs, fmt.Sprintf("new-%d", i))
 		if err != nil {
 			return res, err
 		}
-		// A new task id each time: a drained task never comes back, a
-		// replacement is a new task.
-		task := lb.Backend{TaskID: fmt.Sprintf("new-%d", i), Addr: ts.addr}
 		start := time.Now()
-		b.SetBackends(port, "tcp", append(append([]lb.Backend{}, steady...), task))
-		for ts.first.Load() == 0 {
+		if err := p.add(task); err != nil {
+			task.srv.Close()
+			return res, fmt.Errorf("trial %d: %s: %w", i, p.addName, err)
+		}
+		res.addCall = append(res.addCall, time.Since(start))
+		for task.first.Load() == 0 {
 			if time.Since(start) > 5*time.Second {
-				ts.srv.Close()
+				task.srv.Close()
 				return res, fmt.Errorf("trial %d: the new task got no request within 5s", i)
 			}
 			time.Sleep(50 * time.Microsecond)
 		}
-		res.add = append(res.add, time.Unix(0, ts.first.Load()).Sub(start))
+		res.add = append(res.add, time.Unix(0, task.first.Load()).Sub(start))
 
-		// Let it take its share (and have dials in flight), then drain.
+		// Let it take its share (and have connections in flight), then
+		// take it out.
 		time.Sleep(20 * time.Millisecond)
 		start = time.Now()
-		b.Drain(task.TaskID)
+		if err := p.remove(task); err != nil {
+			task.srv.Close()
+			return res, fmt.Errorf("trial %d: %s: %w", i, p.removeName, err)
+		}
 		done := time.Now()
-		ts.drainedAt.Store(done.UnixNano())
-		res.drainCall = append(res.drainCall, done.Sub(start))
+		task.removedAt.Store(done.UnixNano())
+		res.removeCall = append(res.removeCall, done.Sub(start))
 		// Requests in flight finish; a late connection would show by now.
 		time.Sleep(30 * time.Millisecond)
-		// The agent's next list no longer has the task.
-		b.SetBackends(port, "tcp", steady)
-		ts.srv.Close()
-		res.late += ts.late.Load()
-		res.served += ts.served.Load()
+		task.srv.Close()
+		res.late += task.late.Load()
+		res.served += task.served.Load()
 	}
 	res.connRate = float64(conns.Load()) / time.Since(loadStart).Seconds()
 	return res, nil

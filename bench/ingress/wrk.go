@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -20,8 +21,9 @@ type wrkResult struct {
 	errors int64
 }
 
-// runWrk runs wrk against url and parses its report.
-func runWrk(ctx context.Context, wrk string, threads, conns int, d time.Duration, closeConns bool, url string) (wrkResult, error) {
+// runWrk runs wrk against url and parses its report; wrk is the command
+// that runs it (wrk's path, maybe after nsenter's).
+func runWrk(ctx context.Context, wrk []string, threads, conns int, d time.Duration, closeConns bool, url string) (wrkResult, error) {
 	args := []string{
 		"-t" + strconv.Itoa(threads), "-c" + strconv.Itoa(conns),
 		"-d" + strconv.Itoa(int(d.Round(time.Second)/time.Second)) + "s", "--latency",
@@ -30,7 +32,7 @@ func runWrk(ctx context.Context, wrk string, threads, conns int, d time.Duration
 		args = append(args, "-H", "Connection: close")
 	}
 	args = append(args, url)
-	out, err := exec.CommandContext(ctx, wrk, args...).CombinedOutput()
+	out, err := exec.CommandContext(ctx, wrk[0], append(slices.Clone(wrk[1:]), args...)...).CombinedOutput()
 	if err != nil {
 		return wrkResult{}, fmt.Errorf("wrk %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
