@@ -212,9 +212,28 @@ var _ store.Proposer = forwarder{}
 // write must fail, not hang.
 const proposeTimeout = 10 * time.Second
 
+// noLeaderWait is how long a write waits for a leader to appear.
+const noLeaderWait = 3 * time.Second
+
 func (f forwarder) Propose(ctx context.Context, b *storev1.Batch) (uint64, error) {
 	ctx, cancel := context.WithTimeout(ctx, proposeTimeout)
 	defer cancel()
+	// An election takes about a second; no leader for longer than
+	// noLeaderWait means no quorum, and the write fails now.
+	var noLeaderSince time.Time
+	wait := func() error {
+		if noLeaderSince.IsZero() {
+			noLeaderSince = time.Now()
+		} else if time.Since(noLeaderSince) > noLeaderWait {
+			return ErrNoLeader
+		}
+		select {
+		case <-ctx.Done():
+			return ErrNoLeader
+		case <-time.After(50 * time.Millisecond):
+			return nil
+		}
+	}
 	for {
 		idx, err := f.m.raft.Propose(ctx, b)
 		if !errors.Is(err, raftnode.ErrNotLeader) {
@@ -225,13 +244,11 @@ func (f forwarder) Propose(ctx context.Context, b *storev1.Batch) (uint64, error
 		}
 		cli, err := f.m.leaderClient()
 		if errors.Is(err, ErrNoLeader) {
-			// An election may be under way: wait for it, within the bound.
-			select {
-			case <-ctx.Done():
-				return 0, ErrNoLeader
-			case <-time.After(50 * time.Millisecond):
-				continue
+			// An election may be under way: wait for it, within bounds.
+			if err := wait(); err != nil {
+				return 0, err
 			}
+			continue
 		}
 		if err != nil {
 			return 0, err
@@ -242,14 +259,12 @@ func (f forwarder) Propose(ctx context.Context, b *storev1.Batch) (uint64, error
 				switch st.Code() {
 				case codes.Aborted:
 					return 0, fmt.Errorf("%w: %s", store.ErrSequenceConflict, st.Message())
-				case codes.FailedPrecondition:
-					// The leader changed under us: ask again.
-					select {
-					case <-ctx.Done():
-						return 0, ErrNoLeader
-					case <-time.After(50 * time.Millisecond):
-						continue
+				case codes.FailedPrecondition, codes.Unavailable:
+					// The leader changed or is gone: ask Raft again.
+					if err := wait(); err != nil {
+						return 0, err
 					}
+					continue
 				case codes.InvalidArgument:
 					return 0, fmt.Errorf("%w: %s", store.ErrInvalid, st.Message())
 				}
