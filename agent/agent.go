@@ -49,6 +49,9 @@ type Config struct {
 	// session's client and id, until the session ends (its ctx): a
 	// worker follows the network view there.
 	OnSession func(ctx context.Context, client dispatcherv1.DispatcherClient, sessionID string)
+	// Explain, when set, turns a session's error into what the log says
+	// (a refused certificate into its reason).
+	Explain func(error) error
 	// NodeID is the node's ID (later known from its certificate).
 	NodeID string
 	// Addr is the address the node advertises.
@@ -108,6 +111,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 		if established && time.Since(began) > reconnectMax {
 			backoff = reconnectMin
+		}
+		if a.cfg.Explain != nil && err != nil {
+			err = a.cfg.Explain(err)
 		}
 		a.log.Warn("session ended; reconnecting", "err", err, "after", backoff)
 		t := time.NewTimer(backoff)

@@ -836,6 +836,7 @@ func (m *Manager) startNode(ctx context.Context, wg *sync.WaitGroup, st *store.S
 		Logger:    cfg.Logger,
 		Dial:      dial,
 		OnSession: onSession,
+		Explain:   ca.Explain,
 	})
 	wg.Add(1)
 	go func() { defer wg.Done(); _ = ag.Run(ctx) }()
