@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
@@ -437,22 +438,27 @@ func TestWorkers(t *testing.T) {
 	mgr.importImage("shoal-e2e/web:latest")
 	firstCert := nodeCert(t, w1)
 
-	compose := filepath.Join(t.TempDir(), "w.yml")
-	os.WriteFile(compose, []byte(`services:
-  web:
-    image: shoal-e2e/web:latest
-    deploy:
-      replicas: 5
-    ports:
-      - "4600:80"
+	// The seed's stack, with the test image, and a client beside it on
+	// its network, pinned to the manager.
+	seed, err := os.ReadFile("../../shared/compose/getstartedlab.yml")
+	if err != nil {
+		t.Fatalf("the seed stack: %v", err)
+	}
+	compose := filepath.Join(t.TempDir(), "docker-compose.yml")
+	os.WriteFile(compose, bytes.Replace(seed, []byte("zoeminghong/docker-demp:v1.0.0"), []byte("shoal-e2e/web:latest"), 1), 0o644)
+	clientFile := filepath.Join(t.TempDir(), "client.yml")
+	os.WriteFile(clientFile, []byte(`services:
   client:
     image: shoal-e2e/web:latest
     command: ["/bin/helper", "sleep", "inf"]
     deploy:
       placement:
         constraints: [node.role == manager]
+    networks: [webnet]
+networks:
+  webnet:
 `), 0o644)
-	mgr.must("stack", "deploy", "-c", compose, "w")
+	mgr.must("stack", "deploy", "-c", compose, "-c", clientFile, "w")
 	counts := func() []int {
 		out := make([]int, len(ms))
 		for i, mb := range ms {
@@ -518,9 +524,9 @@ func TestWorkers(t *testing.T) {
 	meshSeen := func(mb *member) map[string]int {
 		seen := map[string]int{}
 		for range 20 {
-			body, err := httpGet("http://" + mb.node.Addr.String() + ":4600/")
+			body, err := httpGet("http://" + mb.node.Addr.String() + ":4000/")
 			if err != nil {
-				t.Errorf("port 4600 on %s: %v", mb.node.Name, err)
+				t.Errorf("port 4000 on %s: %v", mb.node.Name, err)
 				return seen
 			}
 			for h, c := range hostnames(body) {
@@ -531,7 +537,7 @@ func TestWorkers(t *testing.T) {
 	}
 	for _, mb := range ms {
 		if seen := meshSeen(mb); len(seen) < 4 {
-			t.Errorf("20 requests to port 4600 on %s reached %d tasks (%v), want at least 4 of 5", mb.node.Name, len(seen), seen)
+			t.Errorf("20 requests to port 4000 on %s reached %d tasks (%v), want at least 4 of 5", mb.node.Name, len(seen), seen)
 		}
 	}
 
@@ -576,7 +582,7 @@ func TestWorkers(t *testing.T) {
 				return
 			default:
 			}
-			if _, err := httpGet("http://" + mgr.node.Addr.String() + ":4600/"); err != nil {
+			if _, err := httpGet("http://" + mgr.node.Addr.String() + ":4000/"); err != nil {
 				fails.Add(1)
 				firstErr.CompareAndSwap(nil, err.Error())
 			} else {
@@ -598,7 +604,7 @@ func TestWorkers(t *testing.T) {
 	}
 	// A node with no task of the service still answers on its port.
 	testcluster.Poll(t, "the drained node's port reaches the other nodes' tasks", 10*time.Second, func() bool {
-		body, err := httpGet("http://" + w1.node.Addr.String() + ":4600/")
+		body, err := httpGet("http://" + w1.node.Addr.String() + ":4000/")
 		return err == nil && strings.Contains(body, "hostname=")
 	})
 
