@@ -165,6 +165,30 @@ func TestThreeManagers(t *testing.T) {
 	}
 	os.RemoveAll(outsider.node.DataDir)
 
+	// A fourth manager joins and leaves again: out of Raft, without
+	// --force since the other three keep the quorum; then demote and rm
+	// take it out of the node list.
+	out, err = outsider.node.Run(filepath.Join(bin, "shoal"), "swarm", "join", "--token", token,
+		"--data-dir", outsider.node.DataDir, "--run-dir", outsider.node.RunDir,
+		"--listen-addr", outsider.addr(), "--advertise-addr", outsider.addr(), ms[0].addr())
+	if err != nil || !strings.Contains(out, "This node joined a swarm as a manager.") {
+		t.Fatalf("swarm join as a manager: %v\n%s", err, out)
+	}
+	fourthID := nodeIDOf(t, ms[0], outsider)
+	if out, err := outsider.shoal("swarm", "leave"); err != nil || !strings.Contains(out, "Node left the swarm.") {
+		t.Errorf("swarm leave of a fourth manager: %v\n%s", err, out)
+	}
+	testcluster.Poll(t, "the fourth manager's daemon gone", 20*time.Second, func() bool { return len(outsider.node.Processes()) == 0 })
+	ms[0].must("node", "demote", fourthID)
+	testcluster.Poll(t, "the left manager removable", 20*time.Second, func() bool {
+		_, err := ms[0].shoal("node", "rm", "--force", fourthID)
+		return err == nil
+	})
+	if rows := ms[0].nodeRows(); len(rows) != 4 { // 3 managers and the worker that left
+		t.Errorf("node ls after the fourth manager left and was removed: %v", rows)
+	}
+	os.RemoveAll(outsider.node.DataDir)
+
 	// Writes through a follower reach everyone.
 	compose := filepath.Join(t.TempDir(), "s.yml")
 	write := func(replicas int) {

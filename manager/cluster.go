@@ -212,6 +212,9 @@ var _ store.Proposer = forwarder{}
 // write must fail, not hang.
 const proposeTimeout = 10 * time.Second
 
+// forwardAttempt bounds one forwarded proposal.
+const forwardAttempt = 4 * time.Second
+
 // noLeaderWait is how long a write waits for a leader to appear.
 const noLeaderWait = 3 * time.Second
 
@@ -253,7 +256,12 @@ func (f forwarder) Propose(ctx context.Context, b *storev1.Batch) (uint64, error
 		if err != nil {
 			return 0, err
 		}
-		resp, err := cli.Propose(ctx, &clusterv1.ProposeRequest{Batch: b})
+		// One attempt is bounded on its own: a leader cut off by a
+		// partition does not answer at all, and Raft here may take a
+		// while to notice.
+		actx, acancel := context.WithTimeout(ctx, forwardAttempt)
+		resp, err := cli.Propose(actx, &clusterv1.ProposeRequest{Batch: b})
+		acancel()
 		if err != nil {
 			if st, ok := status.FromError(err); ok {
 				switch st.Code() {
@@ -269,7 +277,7 @@ func (f forwarder) Propose(ctx context.Context, b *storev1.Batch) (uint64, error
 					return 0, fmt.Errorf("%w: %s", store.ErrInvalid, st.Message())
 				}
 			}
-			if ctx.Err() != nil {
+			if ctx.Err() != nil || status.Code(err) == codes.DeadlineExceeded {
 				return 0, ErrNoLeader
 			}
 			return 0, err
