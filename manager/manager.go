@@ -335,13 +335,9 @@ func (m *Manager) run(ctx context.Context) error {
 	})
 
 	// Control API: root-only unix socket.
-	sock := filepath.Join(cfg.RunDir, "shoal.sock")
-	_ = os.Remove(sock)
-	old := unix.Umask(0o077)
-	unixLn, err := net.Listen("unix", sock)
-	unix.Umask(old)
+	sock, unixLn, err := m.listenControl()
 	if err != nil {
-		return fmt.Errorf("control socket %s: %w", sock, err)
+		return err
 	}
 	ctlSrv := grpc.NewServer()
 	controlv1.RegisterControlServer(ctlSrv, ctl)
@@ -855,4 +851,18 @@ func (m *Manager) dialDispatcher(addr string) (dispatcherv1.DispatcherClient, fu
 		return nil, nil, err
 	}
 	return dispatcherv1.NewDispatcherClient(conn), conn.Close, nil
+}
+
+// listenControl listens on the root-only control socket,
+// <run-dir>/shoal.sock.
+func (m *Manager) listenControl() (string, net.Listener, error) {
+	sock := filepath.Join(m.cfg.RunDir, "shoal.sock")
+	_ = os.Remove(sock)
+	old := unix.Umask(0o077)
+	ln, err := net.Listen("unix", sock)
+	unix.Umask(old)
+	if err != nil {
+		return "", nil, fmt.Errorf("control socket %s: %w", sock, err)
+	}
+	return sock, ln, nil
 }

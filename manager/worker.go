@@ -3,16 +3,12 @@ package manager
 import (
 	"context"
 	"errors"
-	"fmt"
-	"net"
 	"os"
-	"path/filepath"
 	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -89,13 +85,9 @@ func (m *Manager) runWorker(ctx context.Context) error {
 		Leave:    m.leaveWorker,
 		TaskLogs: m.taskLogs,
 	})
-	sock := filepath.Join(cfg.RunDir, "shoal.sock")
-	_ = os.Remove(sock)
-	old := unix.Umask(0o077)
-	unixLn, err := net.Listen("unix", sock)
-	unix.Umask(old)
+	sock, unixLn, err := m.listenControl()
 	if err != nil {
-		return fmt.Errorf("control socket %s: %w", sock, err)
+		return err
 	}
 	ctlSrv := grpc.NewServer(
 		grpc.UnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
