@@ -29,9 +29,13 @@ const (
 	// Reconnection backoff: doubles from min to max, and starts again
 	// from min after a session that lasted longer than max, so that a
 	// dispatcher that accepts sessions and then fails them at once is not
-	// hammered.
+	// hammered. The max stays well under the dispatcher's grace (3
+	// missed 1 s heartbeats): during a leader election every manager
+	// refuses sessions for a second or two, and an agent backing off
+	// longer would come back after its node was declared Down, and its
+	// tasks moved for nothing.
 	reconnectMin = 100 * time.Millisecond
-	reconnectMax = 5 * time.Second
+	reconnectMax = time.Second
 	// openTimeout bounds the wait for the dispatcher's first session
 	// message; a manager that accepts the call and says nothing is as
 	// good as gone.

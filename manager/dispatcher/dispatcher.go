@@ -168,12 +168,13 @@ func (d *Dispatcher) writeStatuses(ctx context.Context, pending map[string]statu
 	}
 }
 
-// expectReadyNodes gives every node the store says is Ready one grace
-// period to open a session with this dispatcher.
+// expectReadyNodes gives every node the store says is Ready two grace
+// periods to open a session with this dispatcher: its agent first has to
+// notice the old leader is gone and find this one.
 func (d *Dispatcher) expectReadyNodes() {
 	var nodes []*typesv1.Node
 	d.store.View(func(tx store.ReadTx) { nodes, _ = store.FindNodes(tx, store.All) })
-	deadline := time.Now().Add(d.grace())
+	deadline := time.Now().Add(2 * d.grace())
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.expect = map[string]time.Time{}
