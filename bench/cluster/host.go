@@ -2,11 +2,9 @@ package main
 
 import (
 	"errors"
-	"fmt"
-	"io/fs"
+	"github.com/shoal-dev/shoal/internal/benchutil"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -25,7 +23,7 @@ func cgroupPrefix(clusterPrefix string) string { return "shoal-bench-" + cluster
 // namespaces, processes and mounts itself when the next cluster is made.
 // A cgroup that still holds a process is left alone (rmdir refuses it).
 func removeStaleCgroups() {
-	for _, p := range cgroupDirsContaining("shoal-bench-stc") {
+	for _, p := range benchutil.CgroupDirsContaining("shoal-bench-stc") {
 		rest := strings.TrimPrefix(filepath.Base(p), "shoal-bench-stc")
 		end := strings.IndexFunc(rest, func(r rune) bool { return r < '0' || r > '9' })
 		if end <= 0 {
@@ -38,79 +36,10 @@ func removeStaleCgroups() {
 		if err := syscall.Kill(pid, 0); err == nil || errors.Is(err, syscall.EPERM) {
 			continue // still running
 		}
-		if err := removeCgroupTree(p); err != nil {
+		if err := benchutil.RemoveCgroupTree(p); err != nil {
 			vlogf("stale cgroup %s: %v", p, err)
 		}
 	}
-}
-
-// cgroupMounts lists the mount points of cgroup v1 and v2 hierarchies.
-func cgroupMounts() []string {
-	b, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return nil
-	}
-	seen := map[string]bool{}
-	var out []string
-	for _, line := range strings.Split(string(b), "\n") {
-		pre, post, ok := strings.Cut(line, " - ")
-		f, g := strings.Fields(pre), strings.Fields(post)
-		if !ok || len(f) < 5 || len(g) < 1 || (g[0] != "cgroup" && g[0] != "cgroup2") {
-			continue
-		}
-		if !seen[f[4]] {
-			seen[f[4]] = true
-			out = append(out, f[4])
-		}
-	}
-	return out
-}
-
-// cgroupDirsContaining lists every cgroup, at any depth, whose name
-// contains sub (the outermost of nested matches).
-func cgroupDirsContaining(sub string) []string {
-	var out []string
-	for _, m := range cgroupMounts() {
-		_ = filepath.WalkDir(m, func(p string, d fs.DirEntry, err error) error {
-			if err != nil {
-				return nil // a cgroup removed during the walk
-			}
-			if d.IsDir() && p != m && strings.Contains(d.Name(), sub) {
-				out = append(out, p)
-				return filepath.SkipDir
-			}
-			return nil
-		})
-	}
-	return out
-}
-
-// removeCgroupTree removes a cgroup directory and the cgroups below it,
-// deepest first, with rmdir.
-func removeCgroupTree(root string) error {
-	var dirs []string
-	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if d.IsDir() {
-			dirs = append(dirs, p)
-		}
-		return nil
-	})
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	var errs []error
-	for _, d := range slices.Backward(dirs) {
-		if err := syscall.Rmdir(d); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			errs = append(errs, fmt.Errorf("rmdir %s: %w", d, err))
-		}
-	}
-	return errors.Join(errs...)
 }
 
 // clockTick is USER_HZ, the unit of /proc/stat; 100 on every Linux this

@@ -29,6 +29,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/shoal-dev/shoal/internal/benchutil"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -238,12 +239,12 @@ func (b *bench) cleanup() []string {
 				vlogf("%v", err)
 			}
 		}
-		for _, p := range cgroupDirsContaining(b.cgroupPrefix) {
-			if err := removeCgroupTree(p); err != nil {
+		for _, p := range benchutil.CgroupDirsContaining(b.cgroupPrefix) {
+			if err := benchutil.RemoveCgroupTree(p); err != nil {
 				note("%v", err)
 			}
 		}
-		if left := cgroupDirsContaining(b.cgroupPrefix); len(left) > 0 {
+		if left := benchutil.CgroupDirsContaining(b.cgroupPrefix); len(left) > 0 {
 			note("cgroups left: %v", left)
 		}
 	}

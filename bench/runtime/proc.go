@@ -4,9 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
-	"io/fs"
 	"os"
-	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -167,60 +165,6 @@ func mountsUnder(dir string) []string {
 		if len(f) >= 5 && (f[4] == dir || strings.HasPrefix(f[4], dir+"/")) {
 			out = append(out, f[4])
 		}
-	}
-	return out
-}
-
-// cgroupMounts lists the mount points of cgroup v1 and v2 hierarchies.
-func cgroupMounts() []string {
-	b, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return nil
-	}
-	seen := map[string]bool{}
-	var out []string
-	for _, line := range strings.Split(string(b), "\n") {
-		pre, post, ok := strings.Cut(line, " - ")
-		f, g := strings.Fields(pre), strings.Fields(post)
-		if !ok || len(f) < 5 || len(g) < 1 || (g[0] != "cgroup" && g[0] != "cgroup2") {
-			continue
-		}
-		if !seen[f[4]] {
-			seen[f[4]] = true
-			out = append(out, f[4])
-		}
-	}
-	return out
-}
-
-// cgroupDirsNamed lists the top-level cgroup called name in every
-// hierarchy where it exists.
-func cgroupDirsNamed(name string) []string {
-	var out []string
-	for _, m := range cgroupMounts() {
-		p := filepath.Join(m, name)
-		if fi, err := os.Stat(p); err == nil && fi.IsDir() {
-			out = append(out, p)
-		}
-	}
-	return out
-}
-
-// cgroupDirsContaining lists every cgroup, at any depth, whose name
-// contains sub (the outermost of nested matches).
-func cgroupDirsContaining(sub string) []string {
-	var out []string
-	for _, m := range cgroupMounts() {
-		_ = filepath.WalkDir(m, func(p string, d fs.DirEntry, err error) error {
-			if err != nil {
-				return nil // a cgroup removed during the walk
-			}
-			if d.IsDir() && p != m && strings.Contains(d.Name(), sub) {
-				out = append(out, p)
-				return filepath.SkipDir
-			}
-			return nil
-		})
 	}
 	return out
 }

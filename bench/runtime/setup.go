@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/shoal-dev/shoal/internal/benchutil"
 	"io"
 	"io/fs"
 	"maps"
@@ -312,8 +313,8 @@ func (b *bench) cleanup() []string {
 		}
 	}
 	if b.runcParent != "" {
-		for _, p := range cgroupDirsNamed(b.runcParent) {
-			if err := removeCgroupTree(p); err != nil {
+		for _, p := range benchutil.CgroupDirsNamed(b.runcParent) {
+			if err := benchutil.RemoveCgroupTree(p); err != nil {
 				note("runc: cgroup parent: %v", err)
 			}
 		}
@@ -351,9 +352,9 @@ func (b *bench) cleanup() []string {
 			}
 			time.Sleep(100 * time.Millisecond)
 		}
-		for _, p := range cgroupDirsContaining("bench-" + b.rand) {
+		for _, p := range benchutil.CgroupDirsContaining("bench-" + b.rand) {
 			note("cgroup left behind: %s", p)
-			if err := removeCgroupTree(p); err != nil {
+			if err := benchutil.RemoveCgroupTree(p); err != nil {
 				note("%v", err)
 			}
 		}
@@ -375,33 +376,4 @@ func reapChildren(timeout time.Duration) {
 			time.Sleep(20 * time.Millisecond)
 		}
 	}
-}
-
-// removeCgroupTree removes a cgroup directory and the cgroups below it,
-// deepest first; cgroupfs directories are removed with rmdir, never
-// unlinked file by file.
-func removeCgroupTree(root string) error {
-	var dirs []string
-	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if d.IsDir() {
-			dirs = append(dirs, p)
-		}
-		return nil
-	})
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	var errs []error
-	for _, d := range slices.Backward(dirs) {
-		if err := syscall.Rmdir(d); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			errs = append(errs, fmt.Errorf("rmdir %s: %w", d, err))
-		}
-	}
-	return errors.Join(errs...)
 }

@@ -3,9 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
-	"io/fs"
+	"github.com/shoal-dev/shoal/internal/benchutil"
 	"os"
 	"path/filepath"
 	"slices"
@@ -76,14 +75,14 @@ func (b *bench) cleanup() []string {
 		}
 	}
 	if b.cgroupParent != "" {
-		left := cgroupDirsContaining(b.cgroupParent)
+		left := benchutil.CgroupDirsContaining(b.cgroupParent)
 		if len(left) > 0 {
 			note("cgroups left after the swarm was left: %v; removing them", left)
 			if err := cgroups.DeleteParent(b.cgroupParent); err != nil {
 				note("%v", err)
 			}
-			for _, p := range cgroupDirsContaining(b.cgroupParent) {
-				if err := removeCgroupTree(p); err != nil {
+			for _, p := range benchutil.CgroupDirsContaining(b.cgroupParent) {
+				if err := benchutil.RemoveCgroupTree(p); err != nil {
 					note("%v", err)
 				}
 			}
@@ -120,7 +119,7 @@ func (b *bench) cleanup() []string {
 		}
 	}
 	if b.cgroupParent != "" {
-		if c := cgroupDirsContaining(b.cgroupParent); len(c) > 0 {
+		if c := benchutil.CgroupDirsContaining(b.cgroupParent); len(c) > 0 {
 			note("cgroups left: %v", c)
 		}
 	}
@@ -221,73 +220,4 @@ func mountsUnder(dir string) []string {
 		}
 	}
 	return out
-}
-
-// cgroupMounts lists the mount points of cgroup v1 and v2 hierarchies.
-func cgroupMounts() []string {
-	b, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return nil
-	}
-	seen := map[string]bool{}
-	var out []string
-	for _, line := range strings.Split(string(b), "\n") {
-		pre, post, ok := strings.Cut(line, " - ")
-		f, g := strings.Fields(pre), strings.Fields(post)
-		if !ok || len(f) < 5 || len(g) < 1 || (g[0] != "cgroup" && g[0] != "cgroup2") {
-			continue
-		}
-		if !seen[f[4]] {
-			seen[f[4]] = true
-			out = append(out, f[4])
-		}
-	}
-	return out
-}
-
-// cgroupDirsContaining lists every cgroup, at any depth, whose name
-// contains sub (the outermost of nested matches).
-func cgroupDirsContaining(sub string) []string {
-	var out []string
-	for _, m := range cgroupMounts() {
-		_ = filepath.WalkDir(m, func(p string, d fs.DirEntry, err error) error {
-			if err != nil {
-				return nil // a cgroup removed during the walk
-			}
-			if d.IsDir() && p != m && strings.Contains(d.Name(), sub) {
-				out = append(out, p)
-				return filepath.SkipDir
-			}
-			return nil
-		})
-	}
-	return out
-}
-
-// removeCgroupTree removes a cgroup directory and the cgroups below it,
-// deepest first, with rmdir.
-func removeCgroupTree(root string) error {
-	var dirs []string
-	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if d.IsDir() {
-			dirs = append(dirs, p)
-		}
-		return nil
-	})
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	var errs []error
-	for _, d := range slices.Backward(dirs) {
-		if err := syscall.Rmdir(d); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			errs = append(errs, fmt.Errorf("rmdir %s: %w", d, err))
-		}
-	}
-	return errors.Join(errs...)
 }
