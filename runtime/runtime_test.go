@@ -245,10 +245,26 @@ func TestNamespacesHostnameUserAndPID1(t *testing.T) {
 
 func TestNetworkModes(t *testing.T) {
 	e := newEnv(t)
+	// Other tests may add and remove links meanwhile: the links the host
+	// has both before and after must all be seen from the container.
+	before, _ := os.ReadDir("/sys/class/net")
 	_, out := e.run(Spec{Network: Network{Mode: NetworkHost}, Cmd: []string{"ls", "/sys/class/net"}})
-	host, _ := os.ReadDir("/sys/class/net")
-	if len(strings.Fields(out)) != len(host) {
-		t.Errorf("host network: container sees %q, host has %d links", out, len(host))
+	after, _ := os.ReadDir("/sys/class/net")
+	seen := map[string]bool{}
+	for _, l := range strings.Fields(out) {
+		seen[l] = true
+	}
+	stayed := map[string]bool{}
+	for _, d := range after {
+		stayed[d.Name()] = true
+	}
+	for _, d := range before {
+		if stayed[d.Name()] && !seen[d.Name()] {
+			t.Errorf("host network: container sees %q, without the host's %s", out, d.Name())
+		}
+	}
+	if len(seen) < 2 {
+		t.Errorf("host network: container sees only %q", out)
 	}
 
 	ns := "shl-rt-" + randHex(3)

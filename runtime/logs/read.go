@@ -126,6 +126,14 @@ func (r *reader) openFiles() (files []*os.File, fresh bool, err error) {
 			if err := sleep(r.ctx, pollInterval); err != nil {
 				return nil, false, err
 			}
+		case errors.Is(err, fs.ErrNotExist) && races < 5:
+			// With MaxFiles 1 a rotation deletes path.1 before it makes
+			// path anew: for a moment neither exists. Look again before
+			// saying there is no log.
+			races++
+			if err := sleep(r.ctx, time.Millisecond); err != nil {
+				return nil, false, err
+			}
 		default:
 			return nil, false, fmt.Errorf("read log: %w", err)
 		}
