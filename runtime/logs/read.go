@@ -123,6 +123,9 @@ func (r *reader) openFiles() (files []*os.File, fresh bool, err error) {
 			}
 		case r.opts.Follow && errors.Is(err, fs.ErrNotExist):
 			fresh = true
+			if testHookWaiting != nil {
+				testHookWaiting(r.path)
+			}
 			if err := sleep(r.ctx, pollInterval); err != nil {
 				return nil, false, err
 			}
@@ -139,6 +142,10 @@ func (r *reader) openFiles() (files []*os.File, fresh bool, err error) {
 		}
 	}
 }
+
+// testHookWaiting, set by tests, is called each time a follower finds no
+// log yet.
+var testHookWaiting func(path string)
 
 // snapshot opens path, path.1, path.2 … and checks afterwards that every
 // name still refers to the file opened under it, so that a rotation in

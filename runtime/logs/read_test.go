@@ -264,14 +264,28 @@ func TestFollowWaitsForTheLog(t *testing.T) {
 	for _, tail := range []int{-1, 0} {
 		t.Run(fmt.Sprint("tail ", tail), func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "log")
+			waiting := make(chan struct{}, 100)
+			testHookWaiting = func(p string) {
+				if p == path {
+					select {
+					case waiting <- struct{}{}:
+					default:
+					}
+				}
+			}
+			t.Cleanup(func() { testHookWaiting = nil })
 			f := startFollow(t, path, ReadOptions{Follow: true, Tail: tail})
-			// Still waiting a few polls later: not failed on the missing
+			// Still waiting after two looks: not failed on the missing
 			// file, and (for Tail 0) past its first look, so that all
 			// entries of the log created next are new to it.
-			select {
-			case <-f.done:
-				t.Fatalf("Read returned %v while the log did not exist yet", f.err)
-			case <-time.After(4 * pollInterval):
+			for range 2 {
+				select {
+				case <-f.done:
+					t.Fatalf("Read returned %v while the log did not exist yet", f.err)
+				case <-waiting:
+				case <-time.After(10 * time.Second):
+					t.Fatal("the follower never looked for the log")
+				}
 			}
 			w := newWriter(t, path, Options{MaxSize: 1 << 10, MaxFiles: 10})
 			n := writeSeq(t, w, 0, 2000)
