@@ -258,10 +258,15 @@ func TestThreeManagers(t *testing.T) {
 		t.Logf("write on the partitioned manager failed after %v: %v", time.Since(start).Round(time.Millisecond), err)
 	}
 	cut.node.Heal()
-	testcluster.Poll(t, "healed manager catches up", 20*time.Second, func() bool {
+	healed := time.Now()
+	// hashicorp/raft backs off replication to an unreachable follower up
+	// to 40 s (10 ms doubled per failure), so catching up may take a
+	// while after a partition; the time is logged.
+	testcluster.Poll(t, "healed manager catches up", 90*time.Second, func() bool {
 		out, _ := cut.shoal("stack", "ls")
 		return strings.Contains(out, "probe2") && !strings.Contains(out, "probe3")
 	})
+	t.Logf("the healed manager caught up %v after the heal", time.Since(healed).Round(time.Millisecond))
 
 	// Kill the leader during a deploy of real tasks: a new one within
 	// 3 s, writes go on, and the deploy converges on the survivors.
