@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/x509"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -80,7 +81,10 @@ func TestThreeManagers(t *testing.T) {
 		ms = append(ms, &member{t: t, node: n, bin: bin})
 	}
 	for _, mb := range ms {
-		t.Cleanup(func() { os.RemoveAll("/sys/fs/cgroup/memory/shoal-e2e-" + filepath.Base(mb.node.NetnsPath)) })
+		t.Cleanup(func() {
+			c.Cleanup() // the nodes' processes first: a cgroup with a process cannot go
+			removeCgroups(t, "shoal-e2e-"+filepath.Base(mb.node.NetnsPath))
+		})
 	}
 	// The fourth node only tries to join with bad tokens.
 	outsider := ms[3]
@@ -434,7 +438,10 @@ func TestWorkers(t *testing.T) {
 		ms = append(ms, &member{t: t, node: n, bin: bin})
 	}
 	for _, mb := range ms {
-		t.Cleanup(func() { os.RemoveAll("/sys/fs/cgroup/memory/shoal-e2e-" + filepath.Base(mb.node.NetnsPath)) })
+		t.Cleanup(func() {
+			c.Cleanup() // the nodes' processes first: a cgroup with a process cannot go
+			removeCgroups(t, "shoal-e2e-"+filepath.Base(mb.node.NetnsPath))
+		})
 	}
 	mgr, w1, w2 := ms[0], ms[1], ms[2]
 	// Short-lived certificates, so that every node renews its own during
@@ -722,4 +729,27 @@ func nodeCert(t *testing.T, mb *member) *x509.Certificate {
 		t.Fatal(err)
 	}
 	return c
+}
+
+// removeCgroups removes, in every hierarchy, the cgroup parent a node's
+// daemon used: a daemon killed with -9 never removes its own.
+func removeCgroups(t *testing.T, name string) {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var errs []error
+		for _, p := range testutil.CgroupDirsContaining(name) {
+			if err := testutil.RemoveCgroupTree(p); err != nil {
+				errs = append(errs, fmt.Errorf("cgroup %s: %w", p, err))
+			}
+		}
+		if len(errs) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Error(errors.Join(errs...))
+			return
+		}
+		// Processes killed a moment ago may still be leaving.
+		time.Sleep(100 * time.Millisecond)
+	}
 }

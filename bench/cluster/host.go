@@ -2,7 +2,7 @@ package main
 
 import (
 	"errors"
-	"github.com/shoal-dev/shoal/internal/benchutil"
+	"github.com/shoal-dev/shoal/internal/testutil"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -23,7 +23,7 @@ func cgroupPrefix(clusterPrefix string) string { return "shoal-bench-" + cluster
 // namespaces, processes and mounts itself when the next cluster is made.
 // A cgroup that still holds a process is left alone (rmdir refuses it).
 func removeStaleCgroups() {
-	for _, p := range benchutil.CgroupDirsContaining("shoal-bench-stc") {
+	for _, p := range testutil.CgroupDirsContaining("shoal-bench-stc") {
 		rest := strings.TrimPrefix(filepath.Base(p), "shoal-bench-stc")
 		end := strings.IndexFunc(rest, func(r rune) bool { return r < '0' || r > '9' })
 		if end <= 0 {
@@ -36,7 +36,7 @@ func removeStaleCgroups() {
 		if err := syscall.Kill(pid, 0); err == nil || errors.Is(err, syscall.EPERM) {
 			continue // still running
 		}
-		if err := benchutil.RemoveCgroupTree(p); err != nil {
+		if err := testutil.RemoveCgroupTree(p); err != nil {
 			vlogf("stale cgroup %s: %v", p, err)
 		}
 	}

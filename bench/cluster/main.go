@@ -29,7 +29,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"github.com/shoal-dev/shoal/internal/benchutil"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -239,12 +238,12 @@ func (b *bench) cleanup() []string {
 				vlogf("%v", err)
 			}
 		}
-		for _, p := range benchutil.CgroupDirsContaining(b.cgroupPrefix) {
-			if err := benchutil.RemoveCgroupTree(p); err != nil {
+		for _, p := range testutil.CgroupDirsContaining(b.cgroupPrefix) {
+			if err := testutil.RemoveCgroupTree(p); err != nil {
 				note("%v", err)
 			}
 		}
-		if left := benchutil.CgroupDirsContaining(b.cgroupPrefix); len(left) > 0 {
+		if left := testutil.CgroupDirsContaining(b.cgroupPrefix); len(left) > 0 {
 			note("cgroups left: %v", left)
 		}
 	}

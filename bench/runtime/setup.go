@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/shoal-dev/shoal/internal/benchutil"
 	"io"
 	"io/fs"
 	"maps"
@@ -313,8 +312,8 @@ func (b *bench) cleanup() []string {
 		}
 	}
 	if b.runcParent != "" {
-		for _, p := range benchutil.CgroupDirsNamed(b.runcParent) {
-			if err := benchutil.RemoveCgroupTree(p); err != nil {
+		for _, p := range testutil.CgroupDirsNamed(b.runcParent) {
+			if err := testutil.RemoveCgroupTree(p); err != nil {
 				note("runc: cgroup parent: %v", err)
 			}
 		}
@@ -352,9 +351,9 @@ func (b *bench) cleanup() []string {
 			}
 			time.Sleep(100 * time.Millisecond)
 		}
-		for _, p := range benchutil.CgroupDirsContaining("bench-" + b.rand) {
+		for _, p := range testutil.CgroupDirsContaining("bench-" + b.rand) {
 			note("cgroup left behind: %s", p)
-			if err := benchutil.RemoveCgroupTree(p); err != nil {
+			if err := testutil.RemoveCgroupTree(p); err != nil {
 				note("%v", err)
 			}
 		}

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"github.com/shoal-dev/shoal/internal/benchutil"
 	"os"
 	"path/filepath"
 	"slices"
@@ -75,14 +74,14 @@ func (b *bench) cleanup() []string {
 		}
 	}
 	if b.cgroupParent != "" {
-		left := benchutil.CgroupDirsContaining(b.cgroupParent)
+		left := testutil.CgroupDirsContaining(b.cgroupParent)
 		if len(left) > 0 {
 			note("cgroups left after the swarm was left: %v; removing them", left)
 			if err := cgroups.DeleteParent(b.cgroupParent); err != nil {
 				note("%v", err)
 			}
-			for _, p := range benchutil.CgroupDirsContaining(b.cgroupParent) {
-				if err := benchutil.RemoveCgroupTree(p); err != nil {
+			for _, p := range testutil.CgroupDirsContaining(b.cgroupParent) {
+				if err := testutil.RemoveCgroupTree(p); err != nil {
 					note("%v", err)
 				}
 			}
@@ -119,7 +118,7 @@ func (b *bench) cleanup() []string {
 		}
 	}
 	if b.cgroupParent != "" {
-		if c := benchutil.CgroupDirsContaining(b.cgroupParent); len(c) > 0 {
+		if c := testutil.CgroupDirsContaining(b.cgroupParent); len(c) > 0 {
 			note("cgroups left: %v", c)
 		}
 	}

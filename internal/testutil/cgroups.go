@@ -1,6 +1,7 @@
-// Package benchutil holds what the benchmark programs under bench/ share:
-// finding and removing the cgroups a run made, in every hierarchy.
-package benchutil
+package testutil
+
+// Finding and removing the cgroups a test or benchmark run made, in every
+// hierarchy (cgroup v1 controllers and the v2 mount beside them).
 
 import (
 	"errors"
