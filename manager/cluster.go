@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/shoal-dev/shoal/internal/identity"
 	"github.com/shoal-dev/shoal/manager/ca"
@@ -260,7 +261,8 @@ func (f forwarder) Propose(ctx context.Context, b *storev1.Batch) (uint64, error
 		// partition does not answer at all, and Raft here may take a
 		// while to notice.
 		actx, acancel := context.WithTimeout(ctx, forwardAttempt)
-		resp, err := cli.Propose(actx, &clusterv1.ProposeRequest{Batch: b})
+		dl, _ := actx.Deadline()
+		resp, err := cli.Propose(actx, &clusterv1.ProposeRequest{Batch: b, Deadline: timestamppb.New(dl)})
 		acancel()
 		if err != nil {
 			if st, ok := status.FromError(err); ok {
@@ -449,6 +451,16 @@ func (s *clusterServer) RemoveManager(ctx context.Context, req *clusterv1.Remove
 func (s *clusterServer) Propose(ctx context.Context, req *clusterv1.ProposeRequest) (*clusterv1.ProposeResponse, error) {
 	if _, err := s.caller(ctx, ca.RoleManager); err != nil {
 		return nil, err
+	}
+	if d := req.GetDeadline(); d != nil && time.Now().After(d.AsTime()) {
+		// The sender has given up on it: applying it now would make a
+		// write it reported as failed happen after all.
+		return nil, status.Error(codes.DeadlineExceeded, "the proposal arrived after its deadline")
+	}
+	if d := req.GetDeadline(); d != nil {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, d.AsTime())
+		defer cancel()
 	}
 	idx, err := s.m.raft.Propose(ctx, req.GetBatch())
 	switch {

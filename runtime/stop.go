@@ -130,7 +130,15 @@ func (r *Runtime) Remove(ctx context.Context, ref string, force bool) error {
 		}
 	}
 	_ = os.Remove(r.execSocket(c.c.ID))
-	if err := os.RemoveAll(c.dir); err != nil {
+	// A process of the container that was still leaving (the init's log
+	// rotation, say) can add a file while the directory is emptied:
+	// empty it again.
+	err = os.RemoveAll(c.dir)
+	for try := 0; err != nil && errors.Is(err, unix.ENOTEMPTY) && try < 20; try++ {
+		time.Sleep(50 * time.Millisecond)
+		err = os.RemoveAll(c.dir)
+	}
+	if err != nil {
 		return fmt.Errorf("remove container %s: %w", name, err)
 	}
 	r.mu.Lock()

@@ -16,6 +16,7 @@ import (
 	v1 "github.com/shoal-dev/shoal/proto/types/v1"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -411,8 +412,12 @@ func (*RemoveManagerResponse) Descriptor() ([]byte, []int) {
 }
 
 type ProposeRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Batch         *v11.Batch             `protobuf:"bytes,1,opt,name=batch,proto3" json:"batch,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Batch *v11.Batch             `protobuf:"bytes,1,opt,name=batch,proto3" json:"batch,omitempty"`
+	// Deadline after which the leader must not apply the batch: a request
+	// held up by a partition and delivered after the sender gave up is
+	// refused, so that a write reported as failed did not happen.
+	Deadline      *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=deadline,proto3" json:"deadline,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -450,6 +455,13 @@ func (*ProposeRequest) Descriptor() ([]byte, []int) {
 func (x *ProposeRequest) GetBatch() *v11.Batch {
 	if x != nil {
 		return x.Batch
+	}
+	return nil
+}
+
+func (x *ProposeRequest) GetDeadline() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Deadline
 	}
 	return nil
 }
@@ -590,7 +602,7 @@ var File_cluster_v1_cluster_proto protoreflect.FileDescriptor
 
 const file_cluster_v1_cluster_proto_rawDesc = "" +
 	"\n" +
-	"\x18cluster/v1/cluster.proto\x12\x10shoal.cluster.v1\x1a\x14store/v1/store.proto\x1a\x14types/v1/types.proto\"\x8c\x01\n" +
+	"\x18cluster/v1/cluster.proto\x12\x10shoal.cluster.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x14store/v1/store.proto\x1a\x14types/v1/types.proto\"\x8c\x01\n" +
 	"\vJoinRequest\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x12\x10\n" +
 	"\x03csr\x18\x02 \x01(\fR\x03csr\x12A\n" +
@@ -614,9 +626,10 @@ const file_cluster_v1_cluster_proto_rawDesc = "" +
 	"\bmanagers\x18\x01 \x03(\v2\x1d.shoal.cluster.v1.ManagerPeerR\bmanagers\"/\n" +
 	"\x14RemoveManagerRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\"\x17\n" +
-	"\x15RemoveManagerResponse\"=\n" +
+	"\x15RemoveManagerResponse\"u\n" +
 	"\x0eProposeRequest\x12+\n" +
-	"\x05batch\x18\x01 \x01(\v2\x15.shoal.store.v1.BatchR\x05batch\"'\n" +
+	"\x05batch\x18\x01 \x01(\v2\x15.shoal.store.v1.BatchR\x05batch\x126\n" +
+	"\bdeadline\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\bdeadline\"'\n" +
 	"\x0fProposeResponse\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\"+\n" +
 	"\x17RenewCertificateRequest\x12\x10\n" +
@@ -659,6 +672,7 @@ var file_cluster_v1_cluster_proto_goTypes = []any{
 	(*v1.NodeDescription)(nil),       // 11: shoal.types.v1.NodeDescription
 	(v1.NodeRole)(0),                 // 12: shoal.types.v1.NodeRole
 	(*v11.Batch)(nil),                // 13: shoal.store.v1.Batch
+	(*timestamppb.Timestamp)(nil),    // 14: google.protobuf.Timestamp
 }
 var file_cluster_v1_cluster_proto_depIdxs = []int32{
 	11, // 0: shoal.cluster.v1.JoinRequest.description:type_name -> shoal.types.v1.NodeDescription
@@ -666,21 +680,22 @@ var file_cluster_v1_cluster_proto_depIdxs = []int32{
 	1,  // 2: shoal.cluster.v1.JoinResponse.managers:type_name -> shoal.cluster.v1.ManagerPeer
 	1,  // 3: shoal.cluster.v1.AddManagerResponse.managers:type_name -> shoal.cluster.v1.ManagerPeer
 	13, // 4: shoal.cluster.v1.ProposeRequest.batch:type_name -> shoal.store.v1.Batch
-	0,  // 5: shoal.cluster.v1.Cluster.Join:input_type -> shoal.cluster.v1.JoinRequest
-	3,  // 6: shoal.cluster.v1.Cluster.AddManager:input_type -> shoal.cluster.v1.AddManagerRequest
-	5,  // 7: shoal.cluster.v1.Cluster.RemoveManager:input_type -> shoal.cluster.v1.RemoveManagerRequest
-	7,  // 8: shoal.cluster.v1.Cluster.Propose:input_type -> shoal.cluster.v1.ProposeRequest
-	9,  // 9: shoal.cluster.v1.Cluster.RenewCertificate:input_type -> shoal.cluster.v1.RenewCertificateRequest
-	2,  // 10: shoal.cluster.v1.Cluster.Join:output_type -> shoal.cluster.v1.JoinResponse
-	4,  // 11: shoal.cluster.v1.Cluster.AddManager:output_type -> shoal.cluster.v1.AddManagerResponse
-	6,  // 12: shoal.cluster.v1.Cluster.RemoveManager:output_type -> shoal.cluster.v1.RemoveManagerResponse
-	8,  // 13: shoal.cluster.v1.Cluster.Propose:output_type -> shoal.cluster.v1.ProposeResponse
-	10, // 14: shoal.cluster.v1.Cluster.RenewCertificate:output_type -> shoal.cluster.v1.RenewCertificateResponse
-	10, // [10:15] is the sub-list for method output_type
-	5,  // [5:10] is the sub-list for method input_type
-	5,  // [5:5] is the sub-list for extension type_name
-	5,  // [5:5] is the sub-list for extension extendee
-	0,  // [0:5] is the sub-list for field type_name
+	14, // 5: shoal.cluster.v1.ProposeRequest.deadline:type_name -> google.protobuf.Timestamp
+	0,  // 6: shoal.cluster.v1.Cluster.Join:input_type -> shoal.cluster.v1.JoinRequest
+	3,  // 7: shoal.cluster.v1.Cluster.AddManager:input_type -> shoal.cluster.v1.AddManagerRequest
+	5,  // 8: shoal.cluster.v1.Cluster.RemoveManager:input_type -> shoal.cluster.v1.RemoveManagerRequest
+	7,  // 9: shoal.cluster.v1.Cluster.Propose:input_type -> shoal.cluster.v1.ProposeRequest
+	9,  // 10: shoal.cluster.v1.Cluster.RenewCertificate:input_type -> shoal.cluster.v1.RenewCertificateRequest
+	2,  // 11: shoal.cluster.v1.Cluster.Join:output_type -> shoal.cluster.v1.JoinResponse
+	4,  // 12: shoal.cluster.v1.Cluster.AddManager:output_type -> shoal.cluster.v1.AddManagerResponse
+	6,  // 13: shoal.cluster.v1.Cluster.RemoveManager:output_type -> shoal.cluster.v1.RemoveManagerResponse
+	8,  // 14: shoal.cluster.v1.Cluster.Propose:output_type -> shoal.cluster.v1.ProposeResponse
+	10, // 15: shoal.cluster.v1.Cluster.RenewCertificate:output_type -> shoal.cluster.v1.RenewCertificateResponse
+	11, // [11:16] is the sub-list for method output_type
+	6,  // [6:11] is the sub-list for method input_type
+	6,  // [6:6] is the sub-list for extension type_name
+	6,  // [6:6] is the sub-list for extension extendee
+	0,  // [0:6] is the sub-list for field type_name
 }
 
 func init() { file_cluster_v1_cluster_proto_init() }
