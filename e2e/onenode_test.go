@@ -288,11 +288,25 @@ func TestOneNodeSwarmAsAUser(t *testing.T) {
 		}
 	}
 	// Every task's output, prefixed with the task, as `docker service logs`.
-	logs := n.must("service", "logs", "getstartedlab_web")
-	for i := 1; i <= 5; i++ {
-		if !strings.Contains(logs, fmt.Sprintf("getstartedlab_web.%d.", i)) || !strings.Contains(logs, "listening") {
-			t.Errorf("service logs lack task %d:\n%s", i, logs)
+	// A task is Running once its process started, a moment before the
+	// line it prints reaches its log.
+	var logs string
+	complete := func() bool {
+		for i := 1; i <= 5; i++ {
+			if !strings.Contains(logs, fmt.Sprintf("getstartedlab_web.%d.", i)) || !strings.Contains(logs, "listening") {
+				return false
+			}
 		}
+		return true
+	}
+	for end := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		logs = n.must("service", "logs", "getstartedlab_web")
+		if complete() || time.Now().After(end) {
+			break
+		}
+	}
+	if !complete() {
+		t.Errorf("service logs lack a task's output:\n%s", logs)
 	}
 	cs := n.running()
 	if len(cs) != 5 {
