@@ -128,9 +128,14 @@ func TestThreeManagers(t *testing.T) {
 	}
 
 	start := time.Now()
-	for _, mb := range ms[1:] {
-		mb.start("--join", ms[0].addr(), "--token", token)
-	}
+	// The third joins through the second, a follower: its Join and
+	// AddManager calls are forwarded to the leader.
+	ms[1].start("--join", ms[0].addr(), "--token", token)
+	testcluster.Poll(t, "second manager up", 30*time.Second, func() bool {
+		out, err := ms[1].shoal("node", "ls")
+		return err == nil && strings.Contains(out, "Leader")
+	})
+	ms[2].start("--join", ms[1].addr(), "--token", token)
 	testcluster.Poll(t, "3 managers Ready", 30*time.Second, func() bool {
 		rows := ms[0].nodeRows()
 		leaders, reach := 0, 0

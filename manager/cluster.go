@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"time"
 
@@ -391,15 +390,18 @@ func (s *clusterServer) AddManager(ctx context.Context, req *clusterv1.AddManage
 		if err != nil {
 			return nil, status.Error(codes.Unavailable, err.Error())
 		}
-		// Forwarded with this manager's certificate: the leader adds the
-		// node named in the request's raft address on behalf of nc.
-		return cli.AddManager(ctx, &clusterv1.AddManagerRequest{RaftAddr: req.GetRaftAddr() + "#" + nc.NodeID})
+		// Forwarded with this manager's certificate, naming the node.
+		id := req.GetNodeId()
+		if id == "" {
+			id = nc.NodeID
+		}
+		return cli.AddManager(ctx, &clusterv1.AddManagerRequest{RaftAddr: req.GetRaftAddr(), NodeId: id})
 	}
 	addr, id := req.GetRaftAddr(), nc.NodeID
-	if a, fwd, ok := strings.Cut(addr, "#"); ok {
-		// Only a manager forwards; the forwarded id must be a manager
-		// the store knows.
-		addr, id = a, fwd
+	if req.GetNodeId() != "" {
+		// Only managers call this; the node forwarded must be a manager
+		// the store knows, checked below.
+		id = req.GetNodeId()
 	}
 	var known bool
 	s.m.store.View(func(tx store.ReadTx) {

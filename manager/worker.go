@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -34,7 +35,7 @@ func workerOnly(method string) error {
 	case controlv1.Control_Info_FullMethodName, controlv1.Control_Leave_FullMethodName:
 		return nil
 	}
-	if len(method) > len("/shoal.node.v1.Node/") && method[:len("/shoal.node.v1.Node/")] == "/shoal.node.v1.Node/" {
+	if strings.HasPrefix(method, "/shoal.node.v1.Node/") {
 		return nil
 	}
 	return errNotManager

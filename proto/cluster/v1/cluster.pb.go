@@ -244,8 +244,12 @@ func (x *JoinResponse) GetClusterId() string {
 }
 
 type AddManagerRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	RaftAddr      string                 `protobuf:"bytes,1,opt,name=raft_addr,json=raftAddr,proto3" json:"raft_addr,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	RaftAddr string                 `protobuf:"bytes,1,opt,name=raft_addr,json=raftAddr,proto3" json:"raft_addr,omitempty"`
+	// NodeID is set only by a manager that forwards a joining manager's
+	// call to the leader: the node to add. Otherwise the caller's
+	// certificate names it.
+	NodeId        string `protobuf:"bytes,2,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -283,6 +287,13 @@ func (*AddManagerRequest) Descriptor() ([]byte, []int) {
 func (x *AddManagerRequest) GetRaftAddr() string {
 	if x != nil {
 		return x.RaftAddr
+	}
+	return ""
+}
+
+func (x *AddManagerRequest) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
 	}
 	return ""
 }
@@ -619,9 +630,10 @@ const file_cluster_v1_cluster_proto_rawDesc = "" +
 	"\x06ca_pem\x18\x04 \x01(\fR\x05caPem\x129\n" +
 	"\bmanagers\x18\x05 \x03(\v2\x1d.shoal.cluster.v1.ManagerPeerR\bmanagers\x12\x1d\n" +
 	"\n" +
-	"cluster_id\x18\x06 \x01(\tR\tclusterId\"0\n" +
+	"cluster_id\x18\x06 \x01(\tR\tclusterId\"I\n" +
 	"\x11AddManagerRequest\x12\x1b\n" +
-	"\traft_addr\x18\x01 \x01(\tR\braftAddr\"O\n" +
+	"\traft_addr\x18\x01 \x01(\tR\braftAddr\x12\x17\n" +
+	"\anode_id\x18\x02 \x01(\tR\x06nodeId\"O\n" +
 	"\x12AddManagerResponse\x129\n" +
 	"\bmanagers\x18\x01 \x03(\v2\x1d.shoal.cluster.v1.ManagerPeerR\bmanagers\"/\n" +
 	"\x14RemoveManagerRequest\x12\x17\n" +
